@@ -1,0 +1,1 @@
+"""Command-line entry points (python -m espnet2_almtok.bin.<name>)."""

@@ -1,0 +1,228 @@
+"""ALMTokenizer as an ESPnet GAN codec (``--codec almtok``).
+
+The generator is :class:`ALMTokenizerGenerator`; the discriminator is ESPnet's multi-period +
+multi-band STFT discriminator (as in ESPnet's DAC); adversarial, feature-matching and
+multi-scale mel losses are ESPnet's; the multi-resolution STFT loss is ours (ESPnet has none).
+
+Two-stage training is a matter of switches: stage 1 ``use_mae_loss: true, use_ar_loss: false``
+with frozen semantic-prior codebooks; stage 2 ``use_ar_loss: true`` initialised from stage 1
+with ``--init_param`` and encoder parts frozen with ``--freeze_param``.
+"""
+
+import copy
+import random
+from typing import Any, Dict, List, Optional
+
+import torch
+from typeguard import typechecked
+
+from espnet2.gan_codec.abs_gan_codec import AbsGANCodec
+from espnet2.gan_codec.shared.discriminator.msmpmb_discriminator import (
+    MultiScaleMultiPeriodMultiBandDiscriminator,
+)
+from espnet2.gan_codec.shared.loss.freq_loss import MultiScaleMelSpectrogramLoss
+from espnet2.gan_tts.hifigan.loss import (
+    DiscriminatorAdversarialLoss,
+    FeatureMatchLoss,
+    GeneratorAdversarialLoss,
+)
+from espnet2.torch_utils.device_funcs import force_gatherable
+from espnet2.utils.get_default_kwargs import get_default_kwargs
+
+from espnet2_almtok.codec.generator import ALMTokenizerGenerator
+from espnet2_almtok.codec.stft_loss import MultiResolutionSTFTLoss
+
+DEFAULT_DISCRIMINATOR = {
+    "rates": [],
+    "fft_sizes": [2048, 1024, 512],
+    "periods": [2, 3, 5, 7, 11],
+    "period_discriminator_params": {
+        "in_channels": 1, "out_channels": 1, "kernel_sizes": [5, 3], "channels": 32,
+        "downsample_scales": [3, 3, 3, 3, 1], "max_downsample_channels": 1024, "bias": True,
+        "nonlinear_activation": "LeakyReLU", "nonlinear_activation_params": {"negative_slope": 0.1},
+        "use_weight_norm": True, "use_spectral_norm": False,
+    },
+    "band_discriminator_params": {
+        "hop_factor": 0.25,
+        "bands": [[0.0, 0.1], [0.1, 0.25], [0.25, 0.5], [0.5, 0.75], [0.75, 1.0]],
+        "channel": 32,
+    },
+}
+
+
+DEFAULT_GENERATOR = {k: v for k, v in get_default_kwargs(ALMTokenizerGenerator).items() if k != "sample_rate"}
+DEFAULT_ADV_LOSS = {"average_by_discriminators": False, "loss_type": "mse"}
+DEFAULT_FEAT_MATCH = {"average_by_discriminators": False, "average_by_layers": False,
+                      "include_final_outputs": True}
+DEFAULT_MEL_LOSS = {"range_start": 6, "range_end": 11, "n_mels": 80, "log_base": None}
+
+
+class ALMTokenizerDiscriminator(torch.nn.Module):
+    """ESPnet's multi-period + multi-band STFT discriminator; ``(B, 1, T)`` -> list of layer lists."""
+
+    def __init__(self, sample_rate: int, params: Optional[Dict[str, Any]] = None):
+        super().__init__()
+        params = copy.deepcopy(params if params is not None else DEFAULT_DISCRIMINATOR)
+        params["sample_rate"] = sample_rate
+        params.setdefault("band_discriminator_params", {})["sample_rate"] = sample_rate
+        params["band_discriminator_params"]["bands"] = [
+            tuple(b) for b in params["band_discriminator_params"].get(
+                "bands", DEFAULT_DISCRIMINATOR["band_discriminator_params"]["bands"])]
+        self.msmpmb = MultiScaleMultiPeriodMultiBandDiscriminator(**params)
+
+    def forward(self, x: torch.Tensor) -> List[List[torch.Tensor]]:
+        return self.msmpmb(x)
+
+
+class ALMTokenizerCodec(AbsGANCodec):
+    """ALMTokenizer GAN codec.
+
+    Args:
+        sampling_rate: audio rate in Hz.
+        generator_params: keyword arguments of :class:`ALMTokenizerGenerator`.
+        discriminator_params: keyword arguments of ESPnet's
+            ``MultiScaleMultiPeriodMultiBandDiscriminator`` (``sample_rate`` is filled in).
+        inference_window: ``w`` used for validation, ``encode``/``decode`` without a window,
+            and ``meta_info()['frame_shift']``.
+        use_mae_loss / use_ar_loss: the semantic objectives (stage 1: MAE; stage 2: + AR).
+        lambda_*: loss weights.
+        cache_generator_outputs: reuse the generator pass between the D and G turns.
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        sampling_rate: int = 16000,
+        generator_params: Dict[str, Any] = DEFAULT_GENERATOR,
+        discriminator_params: Dict[str, Any] = DEFAULT_DISCRIMINATOR,
+        inference_window: int = 4,
+        generator_adv_loss_params: Dict[str, Any] = DEFAULT_ADV_LOSS,
+        discriminator_adv_loss_params: Dict[str, Any] = DEFAULT_ADV_LOSS,
+        use_feat_match_loss: bool = True,
+        feat_match_loss_params: Dict[str, Any] = DEFAULT_FEAT_MATCH,
+        mel_loss_params: Dict[str, Any] = DEFAULT_MEL_LOSS,
+        stft_loss_params: Dict[str, Any] = get_default_kwargs(MultiResolutionSTFTLoss),
+        use_mae_loss: bool = True,
+        use_ar_loss: bool = False,
+        lambda_mel: float = 15.0,
+        lambda_stft: float = 1.0,
+        lambda_adv: float = 1.0,
+        lambda_feat_match: float = 2.0,
+        lambda_commit: float = 1.0,
+        lambda_codebook: float = 1.0,
+        lambda_mae: float = 1.0,
+        lambda_ar: float = 0.1,
+        cache_generator_outputs: bool = True,
+    ):
+        super().__init__()
+        generator_params = {**DEFAULT_GENERATOR, **generator_params, "sample_rate": sampling_rate}
+        self.generator = ALMTokenizerGenerator(**generator_params)
+        self.discriminator = ALMTokenizerDiscriminator(sampling_rate, discriminator_params)
+        self.inference_window = self.generator.check_window(inference_window)
+
+        self.generator_adv_loss = GeneratorAdversarialLoss(**generator_adv_loss_params)
+        self.discriminator_adv_loss = DiscriminatorAdversarialLoss(**discriminator_adv_loss_params)
+        self.use_feat_match_loss = use_feat_match_loss
+        self.feat_match_loss = FeatureMatchLoss(**feat_match_loss_params)
+        self.mel_loss = MultiScaleMelSpectrogramLoss(**{**mel_loss_params, "fs": sampling_rate})
+        self.stft_loss = MultiResolutionSTFTLoss(**stft_loss_params)
+
+        self.use_mae_loss = use_mae_loss
+        self.use_ar_loss = use_ar_loss
+        self.lambdas = dict(mel=lambda_mel, stft=lambda_stft, adv=lambda_adv, feat_match=lambda_feat_match,
+                            commit=lambda_commit, codebook=lambda_codebook, mae=lambda_mae, ar=lambda_ar)
+        self.cache_generator_outputs = cache_generator_outputs
+        self._cache = None
+        self.fs = sampling_rate
+
+    # ---------------------------------------------------------------- ESPnet codec contract
+    def meta_info(self) -> Dict[str, Any]:
+        g = self.generator
+        return {
+            "fs": self.fs,
+            "num_streams": g.n_q,
+            "frame_shift": g.hop_length * self.inference_window,
+            "code_size_per_stream": [g.codebook_size] * g.n_q,
+            "windows": list(g.windows),
+            "token_rate": g.frame_rate / self.inference_window,
+        }
+
+    def forward(self, audio: torch.Tensor, forward_generator: bool = True, **kwargs) -> Dict[str, Any]:
+        """``audio`` ``(B, T_wav)``; returns ESPnet's ``loss/stats/weight/optim_idx`` dict."""
+        if forward_generator:
+            return self._forward_generator(audio)
+        return self._forward_discriminator(audio)
+
+    def _generate(self, audio: torch.Tensor):
+        if self.cache_generator_outputs and self._cache is not None:
+            return self._cache, True
+        window = random.choice(self.generator.windows) if self.training else self.inference_window
+        out = self.generator(audio.unsqueeze(1), window, use_mae=self.use_mae_loss and self.training,
+                             use_ar=self.use_ar_loss)
+        out["window"] = window
+        if self.training and self.cache_generator_outputs:
+            self._cache = out
+        return out, False
+
+    def _forward_generator(self, audio: torch.Tensor) -> Dict[str, Any]:
+        out, reused = self._generate(audio)
+        wav = audio.unsqueeze(1)
+        resyn = out["resyn"]
+        p_hat = self.discriminator(resyn)
+        with torch.no_grad():
+            p = self.discriminator(wav)
+        lam = self.lambdas
+        terms = {
+            "mel_loss": lam["mel"] * self.mel_loss(resyn, wav),
+            "stft_loss": lam["stft"] * self.stft_loss(resyn, wav),
+            "adv_loss": lam["adv"] * self.generator_adv_loss(p_hat),
+            "commit_loss": lam["commit"] * out["commit"],
+            "codebook_loss": lam["codebook"] * out["codebook"],
+        }
+        if self.use_feat_match_loss:
+            terms["feat_match_loss"] = lam["feat_match"] * self.feat_match_loss(p_hat, p)
+        if self.use_mae_loss:
+            terms["mae_loss"] = lam["mae"] * out["mae"]
+        if self.use_ar_loss:
+            terms["ar_loss"] = lam["ar"] * out["ar"]
+        loss = sum(terms.values())
+        stats = {k: v.item() for k, v in terms.items()}
+        stats["reconstruct_loss"] = (terms["mel_loss"] + terms["stft_loss"]).item()
+        stats["window"] = float(out["window"])
+        stats["loss"] = loss.item()
+        loss, stats, weight = force_gatherable((loss, stats, audio.size(0)), loss.device)
+        if reused or not self.training:
+            self._cache = None
+        return {"loss": loss, "stats": stats, "weight": weight, "optim_idx": 0}
+
+    def _forward_discriminator(self, audio: torch.Tensor) -> Dict[str, Any]:
+        out, reused = self._generate(audio)
+        p_hat = self.discriminator(out["resyn"].detach())
+        p = self.discriminator(audio.unsqueeze(1))
+        real_loss, fake_loss = self.discriminator_adv_loss(p_hat, p)
+        loss = real_loss + fake_loss
+        stats = dict(discriminator_loss=loss.item(), real_loss=real_loss.item(), fake_loss=fake_loss.item())
+        loss, stats, weight = force_gatherable((loss, stats, audio.size(0)), loss.device)
+        if reused or not self.training:
+            self._cache = None
+        return {"loss": loss, "stats": stats, "weight": weight, "optim_idx": 1}
+
+    # ------------------------------------------------------------------------- inference
+    def encode(self, x: torch.Tensor, window: Optional[int] = None, **kwargs) -> torch.Tensor:
+        """``x`` ``(B, 1, T_wav)`` -> codes ``(n_q, B, N)`` (ESPnet's stream-first layout)."""
+        if x.dim() == 1:
+            x = x.view(1, 1, -1)
+        elif x.dim() == 2:
+            x = x.unsqueeze(1)
+        codes = self.generator.encode(x, window or self.inference_window)
+        return codes.transpose(0, 1)
+
+    def decode(self, x: torch.Tensor, window: Optional[int] = None, **kwargs) -> torch.Tensor:
+        """codes ``(n_q, B, N)`` -> waveform ``(B, 1, N * w * hop_length)``."""
+        return self.generator.decode(x.transpose(0, 1), window or self.inference_window)
+
+    def inference(self, x: torch.Tensor, window: Optional[int] = None, **kwargs) -> Dict[str, torch.Tensor]:
+        """``x`` ``(T_wav,)`` -> ``{"wav": (T_wav,), "codec": (n_q, 1, N)}``."""
+        codes = self.encode(x, window)
+        wav = self.decode(codes, window)[..., : x.shape[-1]]
+        return {"wav": wav.reshape(-1), "codec": codes}

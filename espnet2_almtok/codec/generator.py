@@ -1,0 +1,195 @@
+"""The ALMTokenizer generator: Patchify -> query Transformer encoder -> RVQ -> decoder.
+
+See ``espnet2_almtok/codec/__init__.py`` for the shape conventions.
+"""
+
+from typing import Dict, Optional, Sequence, Union
+
+import torch
+import torchaudio
+from torch import nn
+
+from espnet2_almtok.codec.patchify import DePatchify, Patchify
+from espnet2_almtok.codec.quantizer import ResidualVQ
+from espnet2_almtok.codec.query import (
+    expand_with_masks,
+    interleave_queries,
+    interleaved_padding_mask,
+    retrieve_frames,
+    retrieve_mask_frames,
+    retrieve_queries,
+)
+from espnet2_almtok.codec.semantic_losses import ARHead, MAEHead, random_frame_mask
+from espnet2_almtok.codec.transformer import TransformerStack
+
+
+class LogMelFrames(nn.Module):
+    """Waveform ``(B, 1, T_wav)`` -> log-mel ``(B, T, n_mels)`` at the patchify frame rate (MAE target)."""
+
+    def __init__(self, sample_rate: int, hop_length: int, n_mels: int = 80):
+        super().__init__()
+        n_fft = 1 << (2 * hop_length - 1).bit_length()
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels, power=1.0, center=True)
+        self.hop_length = hop_length
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        frames = wav.shape[-1] // self.hop_length
+        with torch.autocast(wav.device.type, enabled=False):
+            mel = self.mel(wav.squeeze(1).float())[..., :frames]
+        return torch.log(mel.clamp(min=1e-5)).transpose(1, 2)
+
+
+class ALMTokenizerGenerator(nn.Module):
+    """Encoder, quantizer and decoder of ALMTokenizer.
+
+    Args:
+        sample_rate: audio rate in Hz.
+        hidden_dim: Transformer width ``C`` (also the patchify output width).
+        patch_channels / patch_strides: Patchify stem width and strides (``prod = hop_length``).
+        encoder_layers / decoder_layers / num_heads / ff_mult / dropout: the Transformers.
+        windows: the query windows ``w`` seen in training (one is sampled per batch).
+        n_q / codebook_size / codebook_dim: the residual VQ (``codebook_dim`` = SSL width).
+        codebook_init: per-layer ``.npy`` centroid files (semantic priors), or ``None``.
+        codebook_frozen: per-layer (or one) freeze switch.
+        mae_mask_ratio: fraction of encoder-input frames masked for the MAE loss in training.
+        mae_layers / n_mels: MAE head depth and its log-mel target width.
+        ar_dim / ar_layers: the AR head's causal Transformer.
+        pad_margin_frames: zero frames appended when encoding, so the conv front end sees the
+            same context for a clip whether it is encoded alone or padded in a batch.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        hidden_dim: int = 512,
+        patch_channels: int = 32,
+        patch_strides: Sequence[int] = (2, 4, 5, 8),
+        encoder_layers: int = 8,
+        decoder_layers: int = 8,
+        num_heads: int = 8,
+        ff_mult: int = 4,
+        dropout: float = 0.0,
+        windows: Sequence[int] = (2, 3, 4, 5, 6, 7, 8, 9, 10),
+        n_q: int = 3,
+        codebook_size: int = 2048,
+        codebook_dim: int = 768,
+        codebook_init: Optional[Sequence[Optional[str]]] = None,
+        codebook_frozen: Union[bool, Sequence[bool]] = True,
+        mae_mask_ratio: float = 0.4,
+        mae_layers: int = 1,
+        n_mels: int = 80,
+        ar_dim: int = 256,
+        ar_layers: int = 2,
+        pad_margin_frames: int = 4,
+    ):
+        super().__init__()
+        windows = sorted(set(int(w) for w in windows))
+        if not windows or windows[0] < 1:
+            raise ValueError(f"windows must be positive integers, got {windows}")
+        self.sample_rate = sample_rate
+        self.windows = windows
+        self.n_q = n_q
+        self.codebook_size = codebook_size
+        self.mae_mask_ratio = mae_mask_ratio
+        self.pad_margin_frames = pad_margin_frames
+
+        self.patchify = Patchify(hidden_dim, patch_channels, patch_strides)
+        self.hop_length = self.patchify.hop_length
+        self.query_token = nn.Parameter(torch.randn(hidden_dim) * 0.02)
+        self.mae_mask_token = nn.Parameter(torch.randn(hidden_dim) * 0.02)
+        self.encoder = TransformerStack(hidden_dim, encoder_layers, num_heads, ff_mult, dropout)
+        self.quantizer = ResidualVQ(hidden_dim, codebook_dim, codebook_size, n_q,
+                                    codebook_init, codebook_frozen)
+        self.decoder_mask_token = nn.Parameter(torch.randn(hidden_dim) * 0.02)
+        self.decoder = TransformerStack(hidden_dim, decoder_layers, num_heads, ff_mult, dropout)
+        self.depatchify = DePatchify(hidden_dim, patch_channels, tuple(reversed(patch_strides)))
+        self.mae_target = LogMelFrames(sample_rate, self.hop_length, n_mels)
+        self.mae_head = MAEHead(hidden_dim, n_mels, mae_layers, num_heads)
+        self.ar_head = ARHead(codebook_dim, codebook_size, ar_dim, ar_layers, max(1, ar_dim // 64))
+
+    # ----------------------------------------------------------------------------------------
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    def check_window(self, window: int) -> int:
+        if int(window) not in self.windows:
+            raise ValueError(f"window w={window} was not trained; this model supports w in {self.windows}")
+        return int(window)
+
+    def pad_to_window(self, wav: torch.Tensor, window: int) -> torch.Tensor:
+        """Right-pad ``(B, 1, T_wav)`` with zeros to a multiple of ``hop_length * window``."""
+        unit = self.hop_length * window
+        pad = (-wav.shape[-1]) % unit
+        return nn.functional.pad(wav, (0, pad)) if pad else wav
+
+    # ----------------------------------------------------------------------------------------
+    def encode_frames(self, frames: torch.Tensor, window: int,
+                      frame_lengths: Optional[torch.Tensor] = None):
+        """Patchified frames ``(B, T, C)`` (``T`` a multiple of ``window``) -> query outputs
+        ``(B, N, C)`` and encoder frame outputs ``(B, T, C)``.
+
+        ``frame_lengths`` ``(B,)`` marks the valid frames of each clip (attention padding).
+        """
+        seq = interleave_queries(frames, self.query_token, window)
+        pad_mask = None
+        if frame_lengths is not None:
+            pad_mask = interleaved_padding_mask(frame_lengths, frames.shape[1] // window, window)
+        seq = self.encoder(seq, padding_mask=pad_mask)
+        return retrieve_queries(seq, window), retrieve_frames(seq, window)
+
+    def decode_latents(self, quantized: torch.Tensor, window: int) -> torch.Tensor:
+        """Quantized queries ``(B, N, C)`` -> waveform ``(B, 1, N * w * hop_length)``."""
+        seq = expand_with_masks(quantized, self.decoder_mask_token, window)
+        frames = retrieve_mask_frames(self.decoder(seq), window)  # (B, T, C)
+        return self.depatchify(frames.transpose(1, 2))
+
+    # ----------------------------------------------------------------------------------------
+    def forward(self, wav: torch.Tensor, window: int, use_mae: bool = False,
+                use_ar: bool = False) -> Dict[str, torch.Tensor]:
+        """Training pass. ``wav`` ``(B, 1, T_wav)`` -> dict with ``resyn`` ``(B, 1, T_wav)``,
+        ``codes`` ``(B, n_q, N)`` and the losses ``commit``, ``codebook``, ``mae``, ``ar``."""
+        length = wav.shape[-1]
+        wav = self.pad_to_window(wav, window)
+        n_frames = wav.shape[-1] // self.hop_length
+        frame_mask = None
+        if use_mae and self.mae_mask_ratio > 0:
+            frame_mask = random_frame_mask(wav.shape[0], n_frames, self.mae_mask_ratio, wav.device)
+        frames = self.patchify(wav).transpose(1, 2)  # (B, T, C)
+        if frame_mask is not None:
+            frames = torch.where(frame_mask.unsqueeze(-1), self.mae_mask_token.to(frames.dtype), frames)
+        queries, enc_frames = self.encode_frames(frames, window)
+        quantized, codes, latents, commit, cb_loss = self.quantizer(queries)
+        resyn = self.decode_latents(quantized, window)[..., :length]
+        zero = wav.new_zeros(())
+        mae = self.mae_head.loss(enc_frames, self.mae_target(wav), frame_mask) if frame_mask is not None else zero
+        ar = self.ar_head.loss(latents[:, 0], codes[:, 0]) if use_ar else zero
+        return dict(resyn=resyn, codes=codes, commit=commit, codebook=cb_loss, mae=mae, ar=ar)
+
+    @torch.no_grad()
+    def encode(self, wav: torch.Tensor, window: int, lengths: Optional[torch.Tensor] = None,
+               n_q: Optional[int] = None) -> torch.Tensor:
+        """``wav`` ``(B, 1, T_wav)`` (zero-padded; ``lengths`` ``(B,)`` samples) -> codes ``(B, n_q, N)``.
+
+        ``N = ceil(T_wav / (hop_length * w))``; with ``lengths`` the codes past a clip's own
+        ``ceil(length / (hop_length * w))`` tokens are padding (left as computed).
+        """
+        window = self.check_window(window)
+        wav = self.pad_to_window(wav, window)
+        n_frames = wav.shape[-1] // self.hop_length
+        margin = self.pad_margin_frames * self.hop_length
+        padded = nn.functional.pad(wav, (0, margin)) if margin else wav
+        frames_len = None
+        if lengths is not None:
+            unit = self.hop_length * window
+            frames_len = ((lengths + unit - 1) // unit) * window
+        frames = self.patchify(padded)[..., :n_frames].transpose(1, 2)
+        queries, _ = self.encode_frames(frames, window, frames_len)
+        return self.quantizer(queries, n_q=n_q)[1]
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, window: int) -> torch.Tensor:
+        """codes ``(B, n_q', N)`` -> waveform ``(B, 1, N * w * hop_length)``."""
+        window = self.check_window(window)
+        return self.decode_latents(self.quantizer.decode(codes), window)

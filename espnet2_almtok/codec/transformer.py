@@ -1,0 +1,54 @@
+"""Pre-norm Transformer stack over ``(B, T, C)`` with sinusoidal positions."""
+
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+def sinusoidal_positions(length: int, dim: int, device=None, dtype=None) -> torch.Tensor:
+    """``(length, dim)`` fixed sinusoidal position table (works for any length)."""
+    pos = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
+    div = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim, device=device)
+    table[:, 0::2] = torch.sin(pos * div)
+    table[:, 1::2] = torch.cos(pos * div[: dim // 2])
+    return table.to(dtype) if dtype is not None else table
+
+
+class TransformerStack(nn.Module):
+    """``num_layers`` pre-norm Transformer layers; bidirectional unless ``causal``.
+
+    Args:
+        dim: model width ``C``.
+        num_layers, num_heads, ff_mult, dropout: the usual.
+        causal: use a causal (lower-triangular) attention mask.
+    """
+
+    def __init__(self, dim: int, num_layers: int, num_heads: int, ff_mult: int = 4,
+                 dropout: float = 0.0, causal: bool = False):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+        layer = nn.TransformerEncoderLayer(
+            dim, num_heads, dim * ff_mult, dropout=dropout, activation="gelu",
+            batch_first=True, norm_first=True,
+        )
+        self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.causal = causal
+
+    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x``: ``(B, T, C)``; ``padding_mask``: ``(B, T)`` True at padding. Returns ``(B, T, C)``."""
+        t = x.shape[1]
+        x = x + sinusoidal_positions(t, x.shape[2], x.device, x.dtype)
+        attn_mask = None
+        if self.causal:
+            attn_mask = nn.Transformer.generate_square_subsequent_mask(t, device=x.device, dtype=x.dtype)
+        if padding_mask is not None:
+            padding_mask = padding_mask.to(torch.bool)
+            if attn_mask is not None:  # one float mask avoids a bool/float mix warning
+                padding_mask = torch.zeros_like(padding_mask, dtype=x.dtype).masked_fill(padding_mask, float("-inf"))
+        x = self.layers(x, mask=attn_mask, src_key_padding_mask=padding_mask, is_causal=self.causal)
+        return self.norm(x)

@@ -1,0 +1,1 @@
+"""ESPnet task classes of almtok."""

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Create (or reuse) the Python virtual environment for almtok and print its path.
+#
+# The venv lives outside the clone, keyed on a hash of setup.py, so a CI run or a second clone
+# reuses it; when it is absent it is built from nothing (about 5 minutes, ~7 GB).
+#   ALMTOK_VENV=/path   use/create exactly this venv instead
+#   ALMTOK_PYTHON=...   the interpreter to build it with (default: python3.11, else python3)
+# Usage: venv=$(bash utils/setup_env.sh) && . "$venv/bin/activate"
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+key=$(sha256sum "$root/setup.py" | cut -c1-12)
+venv=${ALMTOK_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/almtok/venv-$key}
+py=${ALMTOK_PYTHON:-$(command -v python3.11 || command -v python3)}
+
+log() { echo "[setup_env] $*" >&2; }
+
+# System tools the recipe uses (demo corpus synthesis, audio conversion). Best effort: only
+# installs when missing and we are root with apt-get; otherwise says what to install.
+need=()
+command -v sox >/dev/null || need+=(sox libsox-fmt-all)
+command -v espeak-ng >/dev/null || need+=(espeak-ng)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing ${need[*]} with apt-get"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >&2
+  else
+    log "WARNING: please install: ${need[*]} (the demo corpus needs them)"
+  fi
+fi
+
+if [ -f "$venv/.almtok-complete" ]; then
+  echo "$venv"; exit 0
+fi
+log "building venv at $venv (first run only; a few minutes)"
+# pip bakes the venv path into scripts, so build in place; the marker file written last is
+# what makes a venv count as complete (a killed build is rebuilt from nothing).
+rm -rf "$venv"
+mkdir -p "$(dirname "$venv")"
+"$py" -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade "pip<25" "setuptools<74" wheel >&2
+# Dependencies only: the package itself is used from the clone (PYTHONPATH, see utils/env.sh), so
+# one venv serves every clone with the same setup.py.
+"$venv/bin/python" -m pip install -q "$root[test]" >&2
+"$venv/bin/python" -m pip uninstall -q -y espnet2_almtok >&2
+touch "$venv/.almtok-complete"
+log "venv ready"
+echo "$venv"
