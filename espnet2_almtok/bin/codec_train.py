@@ -2,10 +2,12 @@
 """Train an ALMTokenizer (or an ESPnet codec) with ESPnet's GAN trainer.
 
 Same options as ESPnet's ``gan_codec_train`` (``--print_config``, ``--ngpu``, DDP via
-``python -m espnet2.bin.launch``), with ``--codec almtok`` available.
+``python -m espnet2.bin.launch``), with ``--codec almtok`` available (the default).
 """
 
-from espnet2_almtok.tasks.codec import ALMTokCodecTask
+from espnet2_almtok.bin._quiet_import import import_quietly
+
+ALMTokCodecTask = import_quietly("espnet2_almtok.tasks.codec").ALMTokCodecTask
 
 
 def get_parser():

@@ -1,0 +1,43 @@
+"""Shared fixtures. Tests mirror the package layout under test/."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEBUG_CONFIG = ROOT / "conf" / "tuning" / "train_almtok_debug.yaml"
+SHARED = ROOT.parent / "shared"
+MINI_AN4 = SHARED / "data" / "mini_an4.tar.gz"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: minutes-long tests (run with `-m slow`)")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def debug_config() -> Path:
+    return DEBUG_CONFIG
+
+
+@pytest.fixture()
+def tokenizer():
+    from espnet2_almtok import ALMTokenizer
+
+    return ALMTokenizer.from_config(DEBUG_CONFIG)
+
+
+def speechlike(seconds: float, sr: int = 16000, seed: int = 0) -> torch.Tensor:
+    """A deterministic harmonic signal with a moving pitch and an envelope, ``(T,)``."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * sr)) / sr
+    f0 = 120 + 40 * torch.sin(2 * torch.pi * 1.5 * t)
+    phase = 2 * torch.pi * torch.cumsum(f0, 0) / sr
+    wav = sum(torch.sin(k * phase) / k for k in range(1, 6))
+    env = 0.5 + 0.5 * torch.sin(2 * torch.pi * 3 * t).abs()
+    return (0.2 * wav * env + 0.01 * torch.randn(t.shape, generator=g)).float()

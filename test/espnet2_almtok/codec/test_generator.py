@@ -1,0 +1,88 @@
+import pytest
+import torch
+import yaml
+
+from espnet2_almtok.codec.almtok import ALMTokenizerCodec
+from espnet2_almtok.codec.generator import ALMTokenizerGenerator
+
+
+def tiny_generator(**kw):
+    conf = dict(hidden_dim=32, patch_channels=4, encoder_layers=1, decoder_layers=1, num_heads=4,
+                n_q=3, codebook_size=32, codebook_dim=16, n_mels=20, ar_dim=16, ar_layers=1)
+    conf.update(kw)
+    return ALMTokenizerGenerator(**conf).eval()
+
+
+@pytest.mark.parametrize("window", [2, 3, 4, 6, 10])
+def test_token_rate_and_shapes_for_each_window(window):
+    gen = tiny_generator()
+    assert gen.hop_length == 320 and gen.frame_rate == 50.0
+    wav = torch.randn(2, 1, 16000) * 0.1  # 1 s
+    codes = gen.encode(wav, window)
+    n_tokens = -(-50 // window)  # ceil(50 / w): the tail is padded to a whole token
+    assert codes.shape == (2, 3, n_tokens) and codes.dtype == torch.long
+    assert codes.min() >= 0 and codes.max() < 32
+    out = gen.decode(codes, window)
+    assert out.shape == (2, 1, n_tokens * window * 320) and out.dtype == torch.float32
+
+
+def test_training_forward_returns_all_losses_and_input_length():
+    gen = tiny_generator().train()
+    wav = torch.randn(2, 1, 6000) * 0.1
+    out = gen(wav, window=4, use_mae=True, use_ar=True)
+    assert out["resyn"].shape == wav.shape
+    assert out["codes"].shape == (2, 3, 5)  # 6000 samples -> 18.75 frames -> 5 tokens of w=4
+    for k in ("commit", "codebook", "mae", "ar"):
+        assert out[k].dim() == 0 and torch.isfinite(out[k])
+    assert out["mae"] > 0 and out["ar"] > 0
+
+
+def test_untrained_window_is_rejected_with_the_supported_list():
+    gen = tiny_generator(windows=[2, 4])
+    with pytest.raises(ValueError, match=r"w=3 was not trained.*\[2, 4\]"):
+        gen.encode(torch.randn(1, 1, 3200), 3)
+
+
+def test_batch_with_padding_encodes_like_one_by_one():
+    gen = tiny_generator()
+    a, b = torch.randn(7000) * 0.1, torch.randn(13000) * 0.1
+    batch = torch.zeros(2, 1, 13000)
+    batch[0, 0, :7000], batch[1, 0] = a, b
+    codes = gen.encode(batch, 4, lengths=torch.tensor([7000, 13000]))
+    ca = gen.encode(a.view(1, 1, -1), 4)
+    cb = gen.encode(b.view(1, 1, -1), 4)
+    assert torch.equal(codes[0, :, : ca.shape[-1]], ca[0])
+    assert torch.equal(codes[1], cb[0])
+
+
+def test_a_few_dozen_steps_on_a_fixed_clip_lower_the_reconstruction_loss(debug_config):
+    from conftest import speechlike
+
+    torch.manual_seed(0)
+    conf = yaml.safe_load(open(debug_config))["codec_conf"]
+    codec = ALMTokenizerCodec(**conf).train()
+    opt_g = torch.optim.Adam(codec.generator.parameters(), lr=2e-3, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(codec.discriminator.parameters(), lr=2e-3, betas=(0.5, 0.9))
+    clip = speechlike(0.5).view(1, -1).repeat(2, 1)
+    recon = []
+    for _ in range(30):
+        for opt, gen_turn in ((opt_g, True), (opt_d, False)):
+            out = codec(clip, forward_generator=gen_turn)
+            opt.zero_grad(); out["loss"].backward(); opt.step()
+            if gen_turn:
+                recon.append(float(out["stats"]["reconstruct_loss"]))
+    first, last = sum(recon[:5]) / 5, sum(recon[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+
+
+def test_meta_info_follows_the_espnet_codec_contract(debug_config):
+    conf = yaml.safe_load(open(debug_config))["codec_conf"]
+    codec = ALMTokenizerCodec(**conf).eval()
+    meta = codec.meta_info()
+    assert meta["fs"] == 16000 and meta["num_streams"] == 3
+    assert meta["frame_shift"] == 320 * 4 and meta["code_size_per_stream"] == [64] * 3
+    x = torch.randn(4000) * 0.1
+    codes = codec.encode(x)  # ESPnet layout: (n_q, B, N)
+    assert codes.shape == (3, 1, 4)
+    res = codec.inference(x)
+    assert res["wav"].shape == (4000,) and torch.equal(res["codec"], codes)

@@ -1,0 +1,114 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import speechlike
+from espnet2_almtok import ALMTokenizer
+from espnet2_almtok.audio import AudioError
+
+
+def test_rates_and_bitrates(tokenizer):
+    assert tokenizer.sample_rate == 16000
+    for w in range(2, 11):
+        assert tokenizer.token_rate(w) == pytest.approx(50 / w)
+        assert tokenizer.bitrate(w) == pytest.approx(50 / w * 3 * math.log2(64))
+
+
+def test_encode_decode_round_trip_shape_and_dtype(tokenizer):
+    wav = speechlike(1.0)
+    codes = tokenizer.encode(wav, 16000, window=4)
+    assert codes.shape == (1, 3, 13) and codes.dtype == torch.long
+    out = tokenizer.decode(codes, window=4)
+    assert out.shape == (1, 13 * 4 * 320) and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+def test_other_rate_is_resampled_and_channels_downmixed(tokenizer):
+    wav16 = speechlike(1.0)
+    import torchaudio
+
+    wav8 = torchaudio.functional.resample(wav16, 16000, 8000)
+    codes8 = tokenizer.encode(wav8, 8000, window=4)
+    assert codes8.shape == (1, 3, 13)
+    stereo = torch.stack([wav16, wav16])  # (C, T), channels first
+    assert torch.equal(tokenizer.encode([stereo], 16000), tokenizer.encode(wav16, 16000))
+    assert torch.equal(tokenizer.encode(stereo.unsqueeze(0), 16000), tokenizer.encode(wav16, 16000))
+
+
+def test_batch_of_unequal_lengths_matches_one_by_one(tokenizer):
+    clips = [speechlike(s, seed=i) for i, s in enumerate((0.3, 1.1, 0.7))]
+    codes, lengths = tokenizer.encode(clips, 16000, window=3, return_lengths=True)
+    assert codes.shape[0] == 3
+    for i, clip in enumerate(clips):
+        single = tokenizer.encode(clip, 16000, window=3)
+        assert lengths[i] == single.shape[-1] == tokenizer.num_tokens(len(clip), 3)
+        assert torch.equal(codes[i, :, : lengths[i]], single[0])
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.zeros(0), "empty"),
+    (torch.zeros(16000), "all zeros"),
+    (torch.tensor([0.1, float("nan")] * 800), "NaN or inf"),
+    (torch.tensor([0.1, float("inf")] * 800), "NaN or inf"),
+])
+def test_bad_audio_is_named_and_explained(tokenizer, bad, match):
+    with pytest.raises(AudioError, match=match):
+        tokenizer.encode(bad, 16000)
+
+
+def test_bad_clip_in_a_batch_is_named(tokenizer):
+    with pytest.raises(AudioError, match="clip 1: the audio is empty"):
+        tokenizer.encode([speechlike(0.2), torch.zeros(0)], 16000)
+
+
+def test_unsupported_rate_and_window_and_codes(tokenizer):
+    with pytest.raises(AudioError, match="unsupported sample rate 12345"):
+        tokenizer.encode(speechlike(0.2), 12345)
+    with pytest.raises(ValueError, match="w=11 was not trained"):
+        tokenizer.encode(speechlike(0.2), 16000, window=11)
+    with pytest.raises(ValueError, match="out of range"):
+        tokenizer.decode(torch.full((1, 3, 5), 64))
+    with pytest.raises(ValueError, match="integers"):
+        tokenizer.decode(torch.zeros(1, 3, 5))
+
+
+def test_not_audio_file_is_reported(tmp_path):
+    from espnet2_almtok.audio import read_audio
+
+    bad = tmp_path / "notes.wav"
+    bad.write_text("this is not audio")
+    with pytest.raises(AudioError, match="notes.wav is not readable audio"):
+        read_audio(bad)
+    with pytest.raises(AudioError, match="does not exist"):
+        read_audio(tmp_path / "missing.wav")
+
+
+def test_checkpoint_of_another_config_is_rejected(tmp_path, debug_config):
+    conf = yaml.safe_load(open(debug_config))
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    other = dict(conf)
+    other["codec_conf"] = {**conf["codec_conf"],
+                           "generator_params": {**conf["codec_conf"]["generator_params"], "hidden_dim": 32}}
+    small = ALMTokenizer(other["codec_conf"])
+    torch.save({"codec." + k: v for k, v in small.codec.state_dict().items()}, exp / "model.pth")
+    with open(exp / "config.yaml", "w") as f:
+        yaml.safe_dump(conf, f)
+    with pytest.raises(ValueError, match="trained with another config"):
+        ALMTokenizer.from_pretrained(exp)
+    with pytest.raises(FileNotFoundError, match="no model file"):
+        (exp / "model.pth").unlink()
+        ALMTokenizer.from_pretrained(exp)
+
+
+def test_state_dict_round_trip_through_from_pretrained(tmp_path, debug_config, tokenizer):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    torch.save({"codec." + k: v for k, v in tokenizer.codec.state_dict().items()}, exp / "model.pth")
+    (exp / "config.yaml").write_text(open(debug_config).read())
+    loaded = ALMTokenizer.from_pretrained(exp)
+    wav = speechlike(0.6)
+    assert torch.equal(loaded.encode(wav, 16000), tokenizer.encode(wav, 16000))
