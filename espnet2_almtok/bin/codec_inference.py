@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Encode audio to ALMTokenizer tokens and resynthesise it (recipe stage 7).
+
+    python -m espnet2_almtok.bin.codec_inference --model_dir exp/codec_stage2 \\
+        --data_path_and_name_and_type dump/raw/test/wav.scp,audio,sound \\
+        --output_dir exp/codec_stage2/decode_w4/test --window 4
+
+Writes ``codes/codes.{ark,scp}`` (int32, frame-major flattened; ``codes/meta.yaml`` holds
+``n_q`` and ``window``) and ``wav/<utt>.wav`` + ``wav/wav.scp`` (resynthesis trimmed to the
+input length). Outputs are written to temporary names and renamed when the job ends, and a
+``.done`` marker makes a rerun skip a finished job.
+"""
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import soundfile
+import torch
+from tqdm import tqdm
+
+from espnet2_almtok.audio import AudioError
+from espnet2_almtok.fileio import flatten_codes, write_meta
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_dir", required=True, help="exp dir (config.yaml + weights) or packed .zip")
+    p.add_argument("--model_file", default=None, help="weights inside/beside model_dir (default: best found)")
+    p.add_argument("--data_path_and_name_and_type", required=True,
+                   help="wav.scp,audio,sound (ESPnet style; only the path is used)")
+    p.add_argument("--key_file", default=None, help="only these utterance ids (one per line, first field)")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--window", type=int, default=4, help="query window w: token rate = frame rate / w")
+    p.add_argument("--batch_size", type=int, default=1, help="clips encoded together (padding-safe)")
+    p.add_argument("--encode_only", action="store_true", help="write tokens only, no resynthesis")
+    p.add_argument("--ngpu", type=int, default=0)
+    p.add_argument("--log_level", default="INFO")
+    return p
+
+
+def read_scp(path: str, keys=None):
+    entries = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            parts = line.strip().split(maxsplit=1)
+            if not parts:
+                continue
+            if len(parts) != 2:
+                raise ValueError(f"{path}:{n}: expected '<utt_id> <path>', got {line.strip()!r}")
+            entries.append(tuple(parts))
+    if keys is not None:
+        known = dict(entries)
+        missing = [k for k in keys if k not in known]
+        if missing:
+            raise KeyError(f"{len(missing)} key(s) of the key file are not in {path}, e.g. {missing[:3]}")
+        entries = [(k, known[k]) for k in keys]
+    return entries
+
+
+def load_clip(utt: str, spec: str):
+    from espnet2_almtok.audio import read_audio, to_mono_tensor
+
+    if spec.endswith("|"):
+        raise AudioError(f"{utt}: piped wav.scp entries are not supported here; run the recipe's "
+                         "format stage (stage 2) to dump plain files")
+    wav, sr = read_audio(spec, utt)
+    return to_mono_tensor(wav, utt), sr
+
+
+def main(cmd=None):
+    args = get_parser().parse_args(cmd)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    out = Path(args.output_dir)
+    if (out / ".done").exists():
+        logging.info(f"{out} is complete (.done exists); nothing to do")
+        return
+    from espnet2_almtok.api import ALMTokenizer
+
+    device = "cuda" if args.ngpu > 0 else "cpu"
+    tok = ALMTokenizer.from_pretrained(args.model_dir, args.model_file, device=device)
+    tok.generator.check_window(args.window)
+    keys = None
+    if args.key_file:
+        keys = [line.split()[0] for line in open(args.key_file) if line.strip()]
+    entries = read_scp(args.data_path_and_name_and_type.split(",")[0], keys)
+
+    tmp = out / "tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "codes").mkdir(parents=True)
+    if not args.encode_only:
+        (tmp / "wav").mkdir()
+    wav_scp = []
+    n_audio = 0.0
+    t0 = time.perf_counter()
+    ark_spec = f"ark,scp:{tmp / 'codes' / 'codes.ark'},{tmp / 'codes' / 'codes.scp'}"
+    with kaldiio.WriteHelper(ark_spec) as writer, torch.inference_mode():
+        for start in tqdm(range(0, len(entries), args.batch_size), desc=f"encode w={args.window}",
+                          unit="batch", file=sys.stderr):
+            chunk = entries[start: start + args.batch_size]
+            clips, rates = zip(*(load_clip(u, p) for u, p in chunk))
+            if len(set(rates)) != 1:
+                raise AudioError(f"utterances {[u for u, _ in chunk]} have different rates {rates}; "
+                                 "use --batch_size 1 or resample in stage 2")
+            try:
+                codes, lengths = tok.encode(list(clips), rates[0], args.window, return_lengths=True)
+            except AudioError as e:
+                if len(chunk) == 1:
+                    raise AudioError(f"{chunk[0][0]}: {e}") from e
+                raise
+            for i, (utt, _) in enumerate(chunk):
+                c = codes[i, :, : lengths[i]]
+                writer[utt] = flatten_codes(c.cpu().numpy())
+                n_audio += clips[i].numel() / rates[0]
+                if not args.encode_only:
+                    n_out = round(clips[i].numel() * tok.sample_rate / rates[0])
+                    wav = tok.decode(c.unsqueeze(0), args.window)[0, :n_out].cpu().numpy()
+                    path = out / "wav" / f"{utt}.wav"
+                    soundfile.write(tmp / "wav" / f"{utt}.wav", wav, tok.sample_rate, "PCM_16")
+                    wav_scp.append(f"{utt} {path.resolve()}\n")
+    elapsed = time.perf_counter() - t0
+    logging.info(f"{len(entries)} utterances, {n_audio:.1f} s of audio in {elapsed:.1f} s "
+                 f"(RTF {elapsed / max(n_audio, 1e-9):.3f})")
+    write_meta(tmp / "codes", dict(
+        n_q=tok.n_q, window=args.window, codebook_size=tok.codebook_size, sample_rate=tok.sample_rate,
+        token_rate=tok.token_rate(args.window), bitrate=tok.bitrate(args.window),
+        layout="int32 vector per utterance, frame-major: t0q0 t0q1 .. t1q0 ..",
+    ))
+    # the scp names the ark by its final path
+    scp = (tmp / "codes" / "codes.scp").read_text().replace(str(tmp / "codes"), str((out / "codes").resolve()))
+    (tmp / "codes" / "codes.scp").write_text(scp)
+    if not args.encode_only:
+        (tmp / "wav" / "wav.scp").write_text("".join(wav_scp))
+    for sub in ("codes", "wav"):
+        if (tmp / sub).exists():
+            shutil.rmtree(out / sub, ignore_errors=True)
+            os.replace(tmp / sub, out / sub)
+    shutil.rmtree(tmp)
+    (out / ".done").touch()
+
+
+if __name__ == "__main__":
+    main()

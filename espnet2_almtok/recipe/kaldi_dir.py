@@ -1,0 +1,60 @@
+"""Write Kaldi-style data dirs (wav.scp, utt2spk, spk2utt, text, utt2dur) atomically."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional
+
+import soundfile
+
+
+@dataclass
+class Utterance:
+    utt_id: str
+    path: str
+    speaker: str
+    text: Optional[str] = None
+
+
+def write_table(path: Path, rows: Dict[str, str]) -> None:
+    """``utt value`` lines sorted by key, written to a temp file then renamed."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        for key in sorted(rows):
+            f.write(f"{key} {rows[key]}\n")
+    os.replace(tmp, path)
+
+
+def write_data_dir(out: Path, utts: Iterable[Utterance], with_duration: bool = True) -> int:
+    """Write ``out/{wav.scp,utt2spk,spk2utt,utt2dur,text}``; utt ids are prefixed by speaker.
+
+    Returns the number of utterances. Duplicated ids are an error, naming the id.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    utts: List[Utterance] = list(utts)
+    wav, spk, text, dur = {}, {}, {}, {}
+    for u in utts:
+        if u.utt_id in wav:
+            raise ValueError(f"{out}: utterance id {u.utt_id} occurs twice ({wav[u.utt_id]} and {u.path})")
+        if " " in u.utt_id or " " in u.path:
+            raise ValueError(f"{out}: utterance {u.utt_id!r} / path {u.path!r} contains a space")
+        wav[u.utt_id] = u.path
+        spk[u.utt_id] = u.speaker
+        if u.text is not None:
+            text[u.utt_id] = " ".join(u.text.split())
+        if with_duration:
+            dur[u.utt_id] = f"{soundfile.info(u.path).duration:.3f}"
+    if not wav:
+        raise ValueError(f"{out}: no utterances found")
+    write_table(out / "wav.scp", wav)
+    write_table(out / "utt2spk", spk)
+    spk2utt: Dict[str, List[str]] = {}
+    for utt in sorted(spk):
+        spk2utt.setdefault(spk[utt], []).append(utt)
+    write_table(out / "spk2utt", {s: " ".join(us) for s, us in spk2utt.items()})
+    if text:
+        write_table(out / "text", text)
+    if dur:
+        write_table(out / "utt2dur", dur)
+    return len(wav)
