@@ -6,7 +6,7 @@ set -eu
 dir=$1
 [ -f "$dir/wav.scp" ] || { echo "$0: $dir/wav.scp is missing" >&2; exit 1; }
 files=()
-for f in wav.scp text utt2spk utt2dur utt2num_samples; do [ -f "$dir/$f" ] && files+=("$f"); done
+for f in wav.scp text utt2spk utt2dur utt2num_samples utt2category; do [ -f "$dir/$f" ] && files+=("$f"); done
 mkdir -p "$dir/.backup"
 tmp=$(mktemp)
 cut -d' ' -f1 "$dir/wav.scp" | sort -u > "$tmp"

@@ -7,7 +7,7 @@
 #   ALMTOK_PYTHON=...   the interpreter to build it with (default: python3.11, else python3)
 # Usage: venv=$(bash utils/setup_env.sh) && . "$venv/bin/activate"
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+root=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
 key=$(sha256sum "$root/setup.py" | cut -c1-12)
 venv=${ALMTOK_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/almtok/venv-$key}
 py=${ALMTOK_PYTHON:-$(command -v python3.11 || command -v python3)}

@@ -10,7 +10,7 @@ ids=$(mktemp)
 cut -d' ' -f1 "$dir/wav.scp" > "$ids"
 [ -z "$(sort "$ids" | uniq -d)" ] || err "duplicate ids in wav.scp: $(sort "$ids" | uniq -d | head -3 | tr '\n' ' ')"
 sort -C "$ids" || err "wav.scp is not sorted (run utils/fix_data_dir.sh $dir)"
-for f in text utt2spk utt2dur utt2num_samples; do
+for f in text utt2spk utt2dur utt2num_samples utt2category; do
   [ -f "$dir/$f" ] || continue
   only=$(cut -d' ' -f1 "$dir/$f" | sort | comm -3 - <(sort "$ids") | head -3 | tr -d '\t' | tr '\n' ' ')
   [ -z "$only" ] || err "$f and wav.scp disagree on utterance(s): $only(run utils/fix_data_dir.sh $dir)"

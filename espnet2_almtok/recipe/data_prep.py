@@ -37,13 +37,14 @@ DEMO_SENTENCES = [
 ]
 # espeak-ng voices (language + variant): two male, two female timbres, two accents.
 DEMO_VOICES = ["en-us", "en-gb", "en-us+f3", "en-gb+f2", "en-us+m3", "en-gb-scotland"]
-DEMO_SOUNDS = {  # sox synth effects: tones, chirps, noise bursts (sox -R: repeatable)
-    "tone440": "synth 1.5 sine 440 vol 0.4",
-    "chord": "synth 1.5 sine 261.6 sine 329.6 sine 392 remix - vol 0.3",
-    "chirp": "synth 2.0 sine 200-3000 vol 0.4",
-    "square": "synth 1.2 square 220 vol 0.2",
-    "pinknoise": "synth 1.0 pinknoise vol 0.2",
-    "pluck": "synth 1.5 pluck 330 vol 0.5",
+# sox synth effects (sox -R: repeatable) and their captions, which are these clips' `text`.
+DEMO_SOUNDS = {
+    "tone440": ("synth 1.5 sine 440 vol 0.4", "a steady high tone"),
+    "chord": ("synth 1.5 sine 261.6 sine 329.6 sine 392 remix - vol 0.3", "a major chord held for a moment"),
+    "chirp": ("synth 2.0 sine 200-3000 vol 0.4", "a tone sweeping up from low to high"),
+    "square": ("synth 1.2 square 220 vol 0.2", "a buzzing low square wave"),
+    "pinknoise": ("synth 1.0 pinknoise vol 0.2", "a short burst of soft noise"),
+    "pluck": ("synth 1.5 pluck 330 vol 0.5", "a plucked string fading away"),
 }
 
 
@@ -70,15 +71,15 @@ def synthesize_demo(db: Path) -> List[Utterance]:
                 tmp = path.with_suffix(".tmp.wav")
                 _run(["espeak-ng", "-v", voice, "-s", str(150 + 10 * (v % 3)), "-w", str(tmp), sentence])
                 tmp.rename(path)
-            utts.append(Utterance(utt, str(path.resolve()), spk, sentence))
-    for name, effect in DEMO_SOUNDS.items():
+            utts.append(Utterance(utt, str(path.resolve()), spk, sentence, category="speech"))
+    for name, (effect, caption) in DEMO_SOUNDS.items():
         utt = f"sounds-{name}"
         path = wav_dir / f"{utt}.wav"
         if not path.exists():
             tmp = path.with_suffix(".tmp.wav")
             _run(["sox", "-R", "-n", "-r", "16000", "-c", "1", "-b", "16", str(tmp), *effect.split()])
             tmp.rename(path)
-        utts.append(Utterance(utt, str(path.resolve()), "sounds", None))
+        utts.append(Utterance(utt, str(path.resolve()), "sounds", caption, category="sound"))
     return utts
 
 

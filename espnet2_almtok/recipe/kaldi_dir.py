@@ -13,7 +13,8 @@ class Utterance:
     utt_id: str
     path: str
     speaker: str
-    text: Optional[str] = None
+    text: Optional[str] = None  # transcript (speech) or caption (sounds)
+    category: Optional[str] = None  # "speech" / "sound": utt2category, when known
 
 
 def write_table(path: Path, rows: Dict[str, str]) -> None:
@@ -26,14 +27,14 @@ def write_table(path: Path, rows: Dict[str, str]) -> None:
 
 
 def write_data_dir(out: Path, utts: Iterable[Utterance], with_duration: bool = True) -> int:
-    """Write ``out/{wav.scp,utt2spk,spk2utt,utt2dur,text}``; utt ids are prefixed by speaker.
+    """Write ``out/{wav.scp,utt2spk,spk2utt,utt2dur,text,utt2category}``; ids are prefixed by speaker.
 
     Returns the number of utterances. Duplicated ids are an error, naming the id.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     utts: List[Utterance] = list(utts)
-    wav, spk, text, dur = {}, {}, {}, {}
+    wav, spk, text, dur, cat = {}, {}, {}, {}, {}
     for u in utts:
         if u.utt_id in wav:
             raise ValueError(f"{out}: utterance id {u.utt_id} occurs twice ({wav[u.utt_id]} and {u.path})")
@@ -43,6 +44,8 @@ def write_data_dir(out: Path, utts: Iterable[Utterance], with_duration: bool = T
         spk[u.utt_id] = u.speaker
         if u.text is not None:
             text[u.utt_id] = " ".join(u.text.split())
+        if u.category is not None:
+            cat[u.utt_id] = u.category
         if with_duration:
             dur[u.utt_id] = f"{soundfile.info(u.path).duration:.3f}"
     if not wav:
@@ -57,4 +60,6 @@ def write_data_dir(out: Path, utts: Iterable[Utterance], with_duration: bool = T
         write_table(out / "text", text)
     if dur:
         write_table(out / "utt2dur", dur)
+    if cat:
+        write_table(out / "utt2category", cat)
     return len(wav)

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# ALMTokenizer codec recipe: raw audio -> semantic priors -> two-stage codec training ->
+# tokens + resynthesis -> scores -> packed model. Defaults: the offline demo corpus and the
+# tiny CPU config, end to end in minutes on 2 cores. See --help for the stages.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+stage=1
+stop_stage=9
+corpus=demo                # demo | mini_an4 | librispeech | audio_dir (paths in db.sh)
+fs=16000
+train_set=train
+valid_set=dev
+test_sets="test"
+min_dur=0.2                # stage 2 length filter (seconds)
+max_dur=30
+on_bad=drop                # stage 2: drop bad utterances (logged, counted) or error
+train_config=conf/tuning/train_almtok_debug.yaml
+tag=""                     # exp/codec_${tag} (default: the config's name)
+ssl_upstream=tiny_random   # s3prl upstream name (hubert, wavlm_base_plus, ...), hf_hubert_custom,
+                           # or tiny_random: a random tiny HuBERT, pipeline test only (no semantics)
+ssl_path=""                # local checkpoint / HF dir for *_custom upstreams
+ssl_layer=2                # hidden layer for the priors (e.g. 9 for HuBERT base)
+prior_max_utts=2000
+residual_init=kmeans       # codebooks 2..n_q: kmeans of residuals | random
+stage1_args=""             # extra options for training stage 1 (e.g. "--max_epoch 50")
+stage2_args=""
+stage2_freeze_param="codec.generator.patchify codec.generator.mae_head"   # (confirm) see README
+window=4                   # decoding: query window w (token rate = 50 Hz / w)
+decode_nj=2
+ngpu=0
+nj=2
+
+help_message=$(cat <<HELP
+Usage: $0 [options]   (e.g. $0 --stage 1 --stop_stage 5; then $0 --stage 7)
+Stages:
+  1  data preparation (--corpus demo|mini_an4|librispeech|audio_dir) -> data/{train,dev,test}
+  2  format/dump: mono, ${fs} Hz PCM16, length filter, bad-data policy (--on_bad) -> dump/raw/
+  3  semantic priors: s3prl features (--ssl_upstream/--ssl_path/--ssl_layer), residual k-means
+     -> exp/semantic_prior/codebook_{1..n_q}.npy
+  4  shapes for ESPnet's samplers -> dump/raw/<set>/audio_shape
+  5  codec training, stage 1: frozen semantic-prior codebooks, MAE loss -> exp/codec_<tag>_stage1
+  6  codec training, stage 2: --init_param stage 1, AR loss on, --freeze_param
+     (${stage2_freeze_param}) -> exp/codec_<tag>_stage2
+  7  decoding: tokens (Kaldi ark/scp) + resynthesis at --window w -> <exp>/decode_w<w>/<set>
+  8  scoring: mel/STFT distance, PESQ, STOI, SI-SNR, token rate, bitrate -> .../scores/
+  9  packing: <exp>/almtok_packed.zip for ALMTokenizer.from_pretrained
+Options (default):
+  --stage (${stage}) --stop_stage (${stop_stage}) --corpus (${corpus}) --train_config (${train_config})
+  --ssl_upstream (${ssl_upstream}) --ssl_path (${ssl_path}) --ssl_layer (${ssl_layer})
+  --window (${window}) --ngpu (${ngpu}) --nj (${nj}) --decode_nj (${decode_nj}) --on_bad (${on_bad})
+  --stage1_args/--stage2_args "extra training options", --tag NAME
+Every stage is resumable: rerun the same command after a kill.
+HELP
+)
+. ./path.sh
+. utils/parse_options.sh
+
+log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"; }
+[ -n "$tag" ] || tag=$(basename "${train_config%.*}")
+exp1=exp/codec_${tag}_stage1
+exp2=exp/codec_${tag}_stage2
+prior_dir=exp/semantic_prior
+sets="${train_set} ${valid_set} ${test_sets}"
+yaml_get() { python -c "import yaml,sys; c=yaml.safe_load(open('$train_config')); v=c; [v:=v[k] for k in sys.argv[1:]]; print(v)" "$@"; }
+
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+  log "Stage 1: data preparation (${corpus})"
+  local/data.sh --corpus "${corpus}" --out data
+fi
+
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+  log "Stage 2: format to dump/raw (mono, ${fs} Hz, ${min_dur}-${max_dur} s, on_bad=${on_bad})"
+  for s in ${sets}; do
+    python -m espnet2_almtok.recipe.format_data --in "data/${s}" --out "dump/raw/${s}" --fs "${fs}" \
+      --min_dur "${min_dur}" --max_dur "${max_dur}" --on_bad "${on_bad}"
+  done
+fi
+
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+  log "Stage 3: semantic priors (${ssl_upstream}, layer ${ssl_layer}) -> ${prior_dir}"
+  upstream=${ssl_upstream}; path=${ssl_path}
+  if [ "${ssl_upstream}" = tiny_random ]; then
+    log "WARNING: tiny_random is a randomly initialised tiny HuBERT (offline pipeline test): its priors" \
+        "carry no semantics. Use --ssl_upstream hf_hubert_custom --ssl_path <pretrained HF dir> for real ones."
+    path=downloads/tiny_hubert; upstream=hf_hubert_custom
+    python -m espnet2_almtok.recipe.make_tiny_ssl --out "${path}" --hidden "$(yaml_get codec_conf generator_params codebook_dim)"
+  fi
+  mkdir -p "${prior_dir}"
+  python -m espnet2_almtok.recipe.semantic_prior --wav_scp "dump/raw/${train_set}/wav.scp" \
+    --upstream "${upstream}" ${path:+--upstream_path "${path}"} --layer "${ssl_layer}" \
+    --codebook_size "$(yaml_get codec_conf generator_params codebook_size)" \
+    --n_q "$(yaml_get codec_conf generator_params n_q)" --residual_init "${residual_init}" \
+    --max_utts "${prior_max_utts}" --out_dir "${prior_dir}" $([ "${ngpu}" -gt 0 ] && echo --device cuda) \
+    > "${prior_dir}/extract.log" 2>&1 || { echo "Stage 3 failed; see ${prior_dir}/extract.log" >&2; tail -n 20 "${prior_dir}/extract.log" >&2; exit 1; }
+fi
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+  log "Stage 4: shape files for the samplers"
+  for s in ${sets}; do
+    cp "dump/raw/${s}/utt2num_samples" "dump/raw/${s}/audio_shape.tmp"
+    mv "dump/raw/${s}/audio_shape.tmp" "dump/raw/${s}/audio_shape"
+  done
+fi
+
+# Codebook init: the stage-3 priors, one per codebook; "null" for layers without one.
+prior_list() {
+  local n_q; n_q=$(yaml_get codec_conf generator_params n_q); local out="["
+  for ((i = 1; i <= n_q; i++)); do
+    f=${prior_dir}/codebook_${i}.npy
+    if [ -f "$f" ]; then out+="$(cd "$(dirname "$f")" && pwd)/$(basename "$f")"; else out+="null"; fi
+    [ $i -lt $n_q ] && out+=","
+  done
+  echo "${out}]"
+}
+
+train_codec() {  # train_codec OUT_DIR extra-args...
+  local out=$1; shift
+  if [ -f "${out}/.done" ]; then log "${out} is trained (.done); skipping"; return; fi
+  mkdir -p "${out}"
+  local dist=""
+  [ "${ngpu}" -gt 1 ] && dist="--multiprocessing_distributed true"
+  log "training ${out} (log: ${out}/train.log)"
+  python -m espnet2_almtok.bin.codec_train --config "${train_config}" --ngpu "${ngpu}" ${dist} \
+    --codec_conf "generator_params.codebook_init=$(prior_list)" \
+    --train_data_path_and_name_and_type "dump/raw/${train_set}/wav.scp,audio,sound" \
+    --train_shape_file "dump/raw/${train_set}/audio_shape" \
+    --valid_data_path_and_name_and_type "dump/raw/${valid_set}/wav.scp,audio,sound" \
+    --valid_shape_file "dump/raw/${valid_set}/audio_shape" \
+    --resume true --output_dir "${out}" "$@" > "${out}/train.log" 2>&1 \
+    || { echo "training failed; see ${out}/train.log" >&2; tail -n 30 "${out}/train.log" >&2; exit 1; }
+  touch "${out}/.done"
+}
+
+best_model() {  # the weights a later stage starts from
+  for f in valid.mel_loss.best.pth train.mel_loss.best.pth latest.pth; do
+    [ -e "$1/$f" ] && { echo "$1/$f"; return; }
+  done
+  echo "no model in $1; run the training stage first" >&2; exit 1
+}
+
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+  log "Stage 5: codec training, stage 1 (frozen semantic priors, MAE loss)"
+  # shellcheck disable=SC2086
+  train_codec "${exp1}" --codec_conf use_mae_loss=true --codec_conf use_ar_loss=false ${stage1_args}
+fi
+
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+  log "Stage 6: codec training, stage 2 (AR loss, init from stage 1, freeze: ${stage2_freeze_param})"
+  # shellcheck disable=SC2086
+  train_codec "${exp2}" --codec_conf use_ar_loss=true --init_param "$(best_model "${exp1}")" \
+    --freeze_param ${stage2_freeze_param} ${stage2_args}
+fi
+
+final_exp=${exp2}
+[ -d "${exp2}" ] || final_exp=${exp1}
+
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+  log "Stage 7: decoding ${final_exp} at w=${window}"
+  for s in ${test_sets}; do
+    dir=${final_exp}/decode_w${window}/${s}
+    if [ -f "${dir}/.done" ]; then log "${dir} is complete; skipping"; continue; fi
+    n=$(grep -c . "dump/raw/${s}/wav.scp"); jobs=$(( decode_nj < n ? decode_nj : n ))
+    mkdir -p "${dir}/split" "${dir}/logdir"
+    keys=(); for ((j = 1; j <= jobs; j++)); do keys+=("${dir}/split/keys.${j}"); done
+    utils/split_scp.sh "dump/raw/${s}/wav.scp" "${keys[@]}"
+    utils/run_jobs.sh JOB=1:${jobs} "${dir}/logdir/decode.JOB.log" \
+      python -m espnet2_almtok.bin.codec_inference --model_dir "${final_exp}" \
+        --model_file "$(best_model "${final_exp}")" \
+        --data_path_and_name_and_type "dump/raw/${s}/wav.scp,audio,sound" \
+        --key_file "${dir}/split/keys.JOB" --output_dir "${dir}/split/out.JOB" \
+        --window "${window}" --ngpu "${ngpu}"
+    mkdir -p "${dir}/codes" "${dir}/wav"
+    for ((j = 1; j <= jobs; j++)); do cat "${dir}/split/out.${j}/codes/codes.scp"; done | sort > "${dir}/codes/codes.scp"
+    for ((j = 1; j <= jobs; j++)); do cat "${dir}/split/out.${j}/wav/wav.scp"; done | sort > "${dir}/wav/wav.scp"
+    cp "${dir}/split/out.1/codes/meta.yaml" "${dir}/codes/meta.yaml"
+    touch "${dir}/.done"
+  done
+fi
+
+if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
+  log "Stage 8: scoring"
+  for s in ${test_sets}; do
+    dir=${final_exp}/decode_w${window}/${s}
+    python -m espnet2_almtok.recipe.score --ref_scp "dump/raw/${s}/wav.scp" --hyp_scp "${dir}/wav/wav.scp" \
+      --codes_dir "${dir}/codes" --fs "${fs}" --out_dir "${dir}/scores" --title "${tag} ${s}" \
+      > "${dir}/scores.log" 2>&1 || { echo "scoring failed; see ${dir}/scores.log" >&2; tail "${dir}/scores.log" >&2; exit 1; }
+    cat "${dir}/scores/result.md"
+  done
+fi
+
+if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
+  log "Stage 9: packing ${final_exp}"
+  python -m espnet2_almtok.recipe.pack --exp_dir "${final_exp}" --model_file "$(best_model "${final_exp}")" \
+    --prior_dir "${prior_dir}" --out "${final_exp}/almtok_packed.zip"
+fi
+log "Successfully finished. [stages ${stage}-${stop_stage}]"

@@ -1,0 +1,96 @@
+"""The codec recipe end to end (tiny config): demo corpus (stages 1-9) and mini_an4 (1-8)."""
+
+import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from conftest import MINI_AN4, ROOT, speechlike
+
+RECIPE = ROOT / "egs2" / "almtok" / "codec1"
+
+
+def copy_recipe(tmp_path: Path) -> Path:
+    """The recipe dir without its outputs; utils/ and conf/ link to this clone."""
+    dst = tmp_path / "codec1"
+    dst.mkdir()
+    for name in ("run.sh", "path.sh", "db.sh", "local"):
+        src = RECIPE / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst / name)
+    (dst / "utils").symlink_to(ROOT / "utils")
+    (dst / "conf").symlink_to(ROOT / "conf")
+    return dst
+
+
+def run_recipe(recipe: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MINI_AN4": str(MINI_AN4)}
+    proc = subprocess.run(["./run.sh", *args], cwd=recipe, env=env, capture_output=True, text=True, timeout=1500)
+    if check:
+        assert proc.returncode == 0, f"run.sh {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def check_decoding(recipe: Path, test_set: str, window: int = 4):
+    from espnet2_almtok.fileio import read_codes_scp, read_meta
+
+    exp = recipe / "exp" / "codec_train_almtok_debug_stage2"
+    dec = exp / f"decode_w{window}" / test_set
+    meta = read_meta(dec / "codes")
+    assert meta["n_q"] == 3 and meta["window"] == window and meta["token_rate"] == 50 / window
+    n_samples = dict(line.split() for line in (recipe / "dump/raw" / test_set / "utt2num_samples").read_text().splitlines())
+    codes = dict(read_codes_scp(dec / "codes" / "codes.scp"))
+    assert set(codes) == set(n_samples)
+    for utt, c in codes.items():
+        assert c.shape == (3, math.ceil(int(n_samples[utt]) / (320 * window))), utt
+        assert c.min() >= 0 and c.max() < 64
+    wavs = dict(line.split() for line in (dec / "wav" / "wav.scp").read_text().splitlines())
+    assert set(wavs) == set(n_samples)
+    for utt, path in wavs.items():
+        info = soundfile.info(path)
+        assert info.samplerate == 16000 and info.frames == int(n_samples[utt]), utt
+    avg = dict(line.split("\t")[:2] for line in (dec / "scores" / "avg_result.txt").read_text().splitlines())
+    for metric in ("mel_distance", "stft_distance", "stoi", "si_snr"):
+        assert np.isfinite(float(avg[metric])), metric
+    assert float(avg["token_rate"]) == 12.5 and float(avg["bitrate"]) == 12.5 * 3 * 6
+    utt_rows = (dec / "scores" / "utt_result.txt").read_text().splitlines()
+    assert utt_rows[0].split("\t")[0] == "utt" and len(utt_rows) == len(n_samples) + 1
+    return exp
+
+
+def test_demo_recipe_end_to_end(tmp_path):
+    from espnet2_almtok import ALMTokenizer
+
+    recipe = copy_recipe(tmp_path)
+    out = run_recipe(recipe)
+    assert "Successfully finished. [stages 1-9]" in out.stdout
+    assert len((recipe / "data/train/text").read_text().splitlines()) == 46
+    for i in (1, 2, 3):
+        assert np.load(recipe / f"exp/semantic_prior/codebook_{i}.npy").shape == (64, 32)
+    exp = check_decoding(recipe, "test")
+    tok = ALMTokenizer.from_pretrained(exp / "almtok_packed.zip")
+    assert tok.encode(speechlike(1.0), 16000, window=4).shape == (1, 3, 13)
+
+    # rerunning decoding + scoring reuses the finished jobs
+    codes_scp = exp / "decode_w4/test/codes/codes.scp"
+    before = codes_scp.stat().st_mtime_ns
+    again = run_recipe(recipe, "--stage", "7", "--stop_stage", "8")
+    assert "is complete; skipping" in again.stdout
+    assert codes_scp.stat().st_mtime_ns == before
+
+    # a failed stage stops the recipe naming its log
+    bad = run_recipe(recipe, "--stage", "7", "--stop_stage", "7", "--window", "11", check=False)
+    assert bad.returncode != 0 and "decode.1.log" in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MINI_AN4.is_file(), reason=f"mini_an4 tarball not found at {MINI_AN4} (../shared absent)")
+def test_mini_an4_recipe_stages_1_to_8(tmp_path):
+    recipe = copy_recipe(tmp_path)
+    run_recipe(recipe, "--corpus", "mini_an4", "--stop_stage", "8", "--test_sets", "test")
+    assert (recipe / "data/test/text").read_text().startswith("fcaw-cen8-fcaw-b ELEVEN TWENTY SEVEN")
+    check_decoding(recipe, "test")
