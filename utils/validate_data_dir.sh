@@ -15,9 +15,8 @@ for f in text utt2spk utt2dur utt2num_samples utt2category; do
   only=$(cut -d' ' -f1 "$dir/$f" | sort | comm -3 - <(sort "$ids") | head -3 | tr -d '\t' | tr '\n' ' ')
   [ -z "$only" ] || err "$f and wav.scp disagree on utterance(s): $only(run utils/fix_data_dir.sh $dir)"
 done
-while read -r utt path rest; do
-  case "$path" in *"|"*) continue ;; esac
-  [ -z "$rest" ] || case "$rest" in *"|") continue ;; esac
+while read -r utt path; do   # the path is the rest of the line (it may contain spaces)
+  case "$path" in *"|") continue ;; esac   # a command pipe, not a file
   [ -f "$path" ] || err "utterance $utt: audio file $path does not exist"
 done < "$dir/wav.scp"
 if [ -f "$dir/text" ]; then

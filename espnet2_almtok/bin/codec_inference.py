@@ -31,7 +31,9 @@ from espnet2_almtok.fileio import flatten_codes, write_meta
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_dir", required=True, help="exp dir (config.yaml + weights) or packed .zip")
+    p.add_argument("--model_dir", default=None, help="exp dir (config.yaml + weights) or packed .zip")
+    p.add_argument("--train_config", default=None,
+                   help="ESPnet style: the exp dir's config.yaml (instead of --model_dir)")
     p.add_argument("--model_file", default=None, help="weights inside/beside model_dir (default: best found)")
     p.add_argument("--data_path_and_name_and_type", required=True,
                    help="wav.scp,audio,sound (ESPnet style; only the path is used)")
@@ -75,7 +77,12 @@ def load_clip(utt: str, spec: str):
 
 
 def main(cmd=None):
-    args = get_parser().parse_args(cmd)
+    parser = get_parser()
+    args = parser.parse_args(cmd)
+    if (args.model_dir is None) == (args.train_config is None):
+        parser.error("give exactly one of --model_dir and --train_config")
+    if args.train_config is not None:
+        args.model_dir = str(Path(args.train_config).parent)
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     out = Path(args.output_dir)
     if (out / ".done").exists():

@@ -38,8 +38,8 @@ def write_data_dir(out: Path, utts: Iterable[Utterance], with_duration: bool = T
     for u in utts:
         if u.utt_id in wav:
             raise ValueError(f"{out}: utterance id {u.utt_id} occurs twice ({wav[u.utt_id]} and {u.path})")
-        if " " in u.utt_id or " " in u.path:
-            raise ValueError(f"{out}: utterance {u.utt_id!r} / path {u.path!r} contains a space")
+        if not u.utt_id or any(c.isspace() for c in u.utt_id):
+            raise ValueError(f"{out}: utterance id {u.utt_id!r} is empty or contains whitespace")
         wav[u.utt_id] = u.path
         spk[u.utt_id] = u.speaker
         if u.text is not None:
