@@ -1,0 +1,1 @@
+"""Benchmark pieces used by python -m espnet2_almtok.bin.benchmark."""

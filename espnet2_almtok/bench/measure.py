@@ -1,0 +1,96 @@
+"""Timing, memory and training-throughput measurements."""
+
+import statistics
+import threading
+import time
+from typing import Callable, Dict, List
+
+import torch
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timeit(fn: Callable[[], object], repeats: int, warmup: int, device: str = "cpu") -> Dict[str, float]:
+    """Median and spread (25th/75th percentile, min) of ``fn``'s wall time in seconds."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times: List[float] = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    q = statistics.quantiles(times, n=4) if len(times) >= 2 else [times[0]] * 3
+    return {"median": statistics.median(times), "p25": q[0], "p75": q[2], "min": times[0], "n": len(times)}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+class PeakMemory:
+    """Peak memory above the starting level while the block runs: CUDA allocator peak on a GPU,
+    else the process RSS sampled every millisecond (includes allocator caching)."""
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+        self.peak_bytes = 0
+
+    def __enter__(self):
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+            self._start = torch.cuda.memory_allocated()
+            return self
+        self._start = _rss_bytes()
+        self._peak = self._start
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.is_set():
+                self._peak = max(self._peak, _rss_bytes())
+                time.sleep(0.001)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.startswith("cuda"):
+            self.peak_bytes = torch.cuda.max_memory_allocated() - self._start
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_bytes = max(self._peak, _rss_bytes()) - self._start
+        return False
+
+
+def train_steps(codec: torch.nn.Module, batches: List[torch.Tensor], lr: float = 1e-3,
+                device: str = "cpu", on_step: Callable[[int, Dict], None] = None) -> List[float]:
+    """Generator + discriminator steps (as ESPnet's GAN trainer, generator first) over
+    ``batches`` of ``(B, T)`` audio; returns the wall time of each step."""
+    codec.train()
+    opt_g = torch.optim.Adam([p for p in codec.generator.parameters() if p.requires_grad], lr=lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(codec.discriminator.parameters(), lr=lr, betas=(0.5, 0.9))
+    times = []
+    for i, audio in enumerate(batches):
+        audio = audio.to(device)
+        t0 = time.perf_counter()
+        stats = {}
+        for opt, gen_turn in ((opt_g, True), (opt_d, False)):
+            out = codec(audio, forward_generator=gen_turn)
+            opt.zero_grad()
+            out["loss"].backward()
+            opt.step()
+            stats.update({k: float(v) for k, v in out["stats"].items()})
+        sync(device)
+        times.append(time.perf_counter() - t0)
+        if on_step:
+            on_step(i, stats)
+    codec.eval()
+    return times
