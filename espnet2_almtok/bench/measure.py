@@ -29,6 +29,17 @@ def timeit(fn: Callable[[], object], repeats: int, warmup: int, device: str = "c
     return {"median": statistics.median(times), "p25": q[0], "p75": q[2], "min": times[0], "n": len(times)}
 
 
+def _release_free_memory() -> None:
+    """Return freed heap pages to the OS (glibc), so RSS growth shows the block's real peak
+    instead of being hidden by pages kept from earlier allocations."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
@@ -36,7 +47,8 @@ def _rss_bytes() -> int:
 
 class PeakMemory:
     """Peak memory above the starting level while the block runs: CUDA allocator peak on a GPU,
-    else the process RSS sampled every millisecond (includes allocator caching)."""
+    else the growth of the process RSS (sampled every millisecond) after returning free heap
+    pages to the OS: the memory the block itself needed, to page granularity."""
 
     def __init__(self, device: str = "cpu"):
         self.device = device
@@ -47,6 +59,10 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self._start = torch.cuda.memory_allocated()
             return self
+        import gc
+
+        gc.collect()
+        _release_free_memory()
         self._start = _rss_bytes()
         self._peak = self._start
         self._stop = threading.Event()

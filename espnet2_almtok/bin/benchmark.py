@@ -189,9 +189,14 @@ def training_throughput(config: Path, batches, args) -> Dict:
     steady = sorted(times[1:] or times)
     med = steady[len(steady) // 2]
     audio_s = batches[0].numel() / cut.fs
-    return {"config": str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config),
+    return {"config": _rel(config),
             "generator_params": cut.generator_params, "step_s_median": med,
             "audio_s_per_wall_s": audio_s / med, "batch": list(batches[0].shape), "steps": len(times)}
+
+
+def _rel(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 # ------------------------------------------------------------------------------------- report
@@ -261,9 +266,15 @@ def plot(results: Dict, path: Path) -> None:
                      if label in r["quality"])
         ax.plot(*zip(*pts), marker="o", label=name)
     ax.set_xscale("log")
+    ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("bitrate (bps)")
     ax.set_ylabel("mel distance (lower is better)")
-    ax.set_title(f"Quality vs bitrate after {results['budget']}" if not results["quick"] else "Quality vs bitrate (untrained, --quick)")
+    steps = results["budget"].split(" G+D")[0]
+    ax.set_title("Quality vs bitrate (untrained, --quick)" if results["quick"] else
+                 f"Quality vs bitrate, equal budget: {steps} training steps")
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -310,7 +321,7 @@ def main(argv: Sequence[str] = None) -> None:
     fs = 16000
     if args.train_scp.is_file() and args.test_scp.is_file():
         train, test = load_set(args.train_scp, fs), load_set(args.test_scp, fs)
-        data_desc = f"{args.train_scp} ({len(train)} speech utts) / {args.test_scp} ({len(test)})"
+        data_desc = f"{_rel(args.train_scp)} ({len(train)} speech utts) / {_rel(args.test_scp)} ({len(test)})"
     elif args.quick:
         train, test = synthetic_set(9, 1.5, fs, args.seed), synthetic_set(6, 1.5, fs, args.seed + 1)
         data_desc = "synthetic harmonic clips (--quick; the recipe's dump is absent)"
@@ -336,7 +347,7 @@ def main(argv: Sequence[str] = None) -> None:
             times = train_steps(cut.codec, batches, device=args.device, on_step=lambda i, s: bar.update())
             bar.close()
             med = sorted(times[1:] or times)[len(times[1:] or times) // 2]
-            results["training"].append({"config": str((args.config_dir / f"{name}.yaml")), "generator_params":
+            results["training"].append({"config": _rel(args.config_dir / f"{name}.yaml"), "generator_params":
                                         cut.generator_params, "step_s_median": med, "batch": list(batches[0].shape),
                                         "audio_s_per_wall_s": batches[0].numel() / fs / med, "steps": len(times)})
         logging.info(f"{name}: speed")

@@ -28,6 +28,7 @@ stage2_args=""
 stage2_freeze_param="codec.generator.patchify codec.generator.mae_head"   # (confirm) see README
 window=4                   # decoding: query window w (token rate = 50 Hz / w)
 decode_nj=2
+benchmark_args=""          # stage 10: extra options, e.g. "--quick" or "--train_steps 1000"
 ngpu=0
 nj=2
 
@@ -45,6 +46,8 @@ Stages:
   7  decoding: tokens (Kaldi ark/scp) + resynthesis at --window w -> <exp>/decode_w<w>/<set>
   8  scoring: mel/STFT distance, PESQ, STOI, SI-SNR, token rate, bitrate -> .../scores/
   9  packing: <exp>/almtok_packed.zip for ALMTokenizer.from_pretrained
+ 10  benchmark (not in the default run): ALMTokenizer vs ESPnet SoundStream/Encodec/DAC on this
+     recipe's data -> exp/benchmark/results.{json,md}, quality_vs_bitrate.png (--benchmark_args)
 Options (default):
   --stage (${stage}) --stop_stage (${stop_stage}) --corpus (${corpus}) --train_config (${train_config})
   --ssl_upstream (${ssl_upstream}) --ssl_path (${ssl_path}) --ssl_layer (${ssl_layer})
@@ -193,5 +196,15 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
   log "Stage 9: packing ${final_exp}"
   python -m espnet2_almtok.recipe.pack --exp_dir "${final_exp}" --model_file "$(best_model "${final_exp}")" \
     --prior_dir "${prior_dir}" --out "${final_exp}/almtok_packed.zip"
+fi
+if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
+  log "Stage 10: benchmark -> exp/benchmark (log: exp/benchmark/benchmark.log)"
+  mkdir -p exp/benchmark
+  # shellcheck disable=SC2086
+  python -m espnet2_almtok.bin.benchmark --output_dir exp/benchmark \
+    --train_scp "dump/raw/${train_set}/wav.scp" --test_scp "dump/raw/$(echo ${test_sets} | cut -d' ' -f1)/wav.scp" \
+    $([ "${ngpu}" -gt 0 ] && echo --device cuda) ${benchmark_args} > exp/benchmark/benchmark.log 2>&1 \
+    || { echo "benchmark failed; see exp/benchmark/benchmark.log" >&2; tail -n 20 exp/benchmark/benchmark.log >&2; exit 1; }
+  cat exp/benchmark/results.md
 fi
 log "Successfully finished. [stages ${stage}-${stop_stage}]"

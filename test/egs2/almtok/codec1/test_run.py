@@ -86,6 +86,13 @@ def test_demo_recipe_end_to_end(tmp_path):
     bad = run_recipe(recipe, "--stage", "7", "--stop_stage", "7", "--window", "11", check=False)
     assert bad.returncode != 0 and "decode.1.log" in bad.stderr
 
+    # stage 10: the benchmark on the recipe's own data (smoke settings)
+    run_recipe(recipe, "--stage", "10", "--stop_stage", "10", "--benchmark_args", "--quick --codecs almtok dac")
+    import json
+
+    res = json.loads((recipe / "exp/benchmark/results.json").read_text())
+    assert set(res["codecs"]) == {"almtok", "dac"} and "dump/raw/train/wav.scp" in res["data"]
+
 
 @pytest.mark.slow
 @pytest.mark.skipif(not MINI_AN4.is_file(), reason=f"mini_an4 tarball not found at {MINI_AN4} (../shared absent)")
