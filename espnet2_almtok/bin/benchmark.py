@@ -28,11 +28,11 @@ import random
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from espnet2_almtok.bin._quiet_import import import_quietly
+from espnet2_almtok.fileio import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[2]
 CODECS = ("almtok", "soundstream", "encodec", "dac")
@@ -180,18 +180,21 @@ def speaker_probe(cut, train, test, args) -> Dict:
             "n_test": len(test), "n_speakers": len(speakers)}
 
 
+def throughput_entry(config: Path, cut, times: List[float], batches) -> Dict:
+    """The training-throughput record of ``times`` (per G+D step; the first is warm-up)."""
+    steady = sorted(times[1:] or times)
+    med = steady[len(steady) // 2]
+    return {"config": _rel(config), "generator_params": cut.generator_params, "step_s_median": med,
+            "audio_s_per_wall_s": batches[0].numel() / cut.fs / med, "batch": list(batches[0].shape),
+            "steps": len(times)}
+
+
 def training_throughput(config: Path, batches, args) -> Dict:
     from espnet2_almtok.bench.adapters import CodecUnderTest
     from espnet2_almtok.bench.measure import train_steps
 
     cut = CodecUnderTest(config.stem, config, args.device)
-    times = train_steps(cut.codec, batches, device=args.device)
-    steady = sorted(times[1:] or times)
-    med = steady[len(steady) // 2]
-    audio_s = batches[0].numel() / cut.fs
-    return {"config": _rel(config),
-            "generator_params": cut.generator_params, "step_s_median": med,
-            "audio_s_per_wall_s": audio_s / med, "batch": list(batches[0].shape), "steps": len(times)}
+    return throughput_entry(config, cut, train_steps(cut.codec, batches, device=args.device), batches)
 
 
 def _rel(path: Path) -> str:
@@ -346,10 +349,7 @@ def main(argv: Sequence[str] = None) -> None:
             bar = tqdm(total=len(batches), desc=f"train {name}", unit="step")
             times = train_steps(cut.codec, batches, device=args.device, on_step=lambda i, s: bar.update())
             bar.close()
-            med = sorted(times[1:] or times)[len(times[1:] or times) // 2]
-            results["training"].append({"config": _rel(args.config_dir / f"{name}.yaml"), "generator_params":
-                                        cut.generator_params, "step_s_median": med, "batch": list(batches[0].shape),
-                                        "audio_s_per_wall_s": batches[0].numel() / fs / med, "steps": len(times)})
+            results["training"].append(throughput_entry(args.config_dir / f"{name}.yaml", cut, times, batches))
         logging.info(f"{name}: speed")
         r["speed"] = speed(cut, clip, args)
         logging.info(f"{name}: quality")
@@ -368,10 +368,8 @@ def main(argv: Sequence[str] = None) -> None:
         results["training"].append(training_throughput(ROOT / "conf" / "tuning" / cfg, tp_batches, args))
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    for fname, text in (("results.json", json.dumps(results, indent=2)), ("results.md", markdown(results))):
-        tmp = args.output_dir / (fname + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, args.output_dir / fname)
+    atomic_write_text(args.output_dir / "results.json", json.dumps(results, indent=2))
+    atomic_write_text(args.output_dir / "results.md", markdown(results))
     plot(results, args.output_dir / "quality_vs_bitrate.png")
     print(markdown(results))
 

@@ -14,7 +14,6 @@ token rate and bitrate from the codes' ``meta.yaml``).
 import argparse
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from espnet2_almtok.audio import read_audio, resample, to_mono_tensor
 from espnet2_almtok.codec.stft_loss import MultiResolutionSTFTLoss
+from espnet2_almtok.fileio import atomic_write_text
 from espnet2_almtok.recipe.format_data import read_table
 
 METRICS = ("mel_distance", "stft_distance", "pesq_wb", "stoi", "si_snr")
@@ -86,12 +86,6 @@ def average(rows: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
     return out
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv: Sequence[str] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ref_scp", type=Path, required=True)
@@ -116,7 +110,7 @@ def main(argv: Sequence[str] = None) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     lines = ["utt\t" + "\t".join(METRICS)]
     lines += [r["utt"] + "\t" + "\t".join(f"{r[m]:.4f}" for m in METRICS) for r in rows]
-    write_atomic(args.out_dir / "utt_result.txt", "\n".join(lines) + "\n")
+    atomic_write_text(args.out_dir / "utt_result.txt", "\n".join(lines) + "\n")
     avg = average(rows)
     meta = {}
     if args.codes_dir is not None:
@@ -127,14 +121,14 @@ def main(argv: Sequence[str] = None) -> None:
     if meta:
         avg_lines += [f"token_rate\t{meta['token_rate']:.4f}", f"bitrate\t{meta['bitrate']:.1f}",
                       f"window\t{meta['window']}", f"n_q\t{meta['n_q']}"]
-    write_atomic(args.out_dir / "avg_result.txt", "\n".join(avg_lines) + "\n")
+    atomic_write_text(args.out_dir / "avg_result.txt", "\n".join(avg_lines) + "\n")
     header = ["set", "#utt"] + (["w", "tokens/s", "bps"] if meta else []) + list(METRICS)
     cells = [args.title or str(args.out_dir.parent), str(len(rows))]
     if meta:
         cells += [str(meta["window"]), f"{meta['token_rate']:.2f}", f"{meta['bitrate']:.1f}"]
     cells += [f"{avg[m]['mean']:.3f}" for m in METRICS]
     md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n| " + " | ".join(cells) + " |\n"
-    write_atomic(args.out_dir / "result.md", md)
+    atomic_write_text(args.out_dir / "result.md", md)
     print(md)
 
 

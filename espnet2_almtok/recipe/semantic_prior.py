@@ -28,6 +28,7 @@ import yaml
 from tqdm import tqdm
 
 from espnet2_almtok.audio import read_audio, resample, to_mono_tensor, validate_waveform
+from espnet2_almtok.fileio import atomic_write_text
 
 SSL_RATE = 16000
 
@@ -158,9 +159,7 @@ def main(argv: Sequence[str] = None) -> None:
     meta = dict(upstream=args.upstream, upstream_path=args.upstream_path, layer=args.layer,
                 dim=int(feats.shape[1]), codebook_size=args.codebook_size, n_frames=int(feats.shape[0]),
                 n_utts=len(paths), codebooks=info)
-    tmp = args.out_dir / "prior_info.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(meta, sort_keys=False))
-    os.replace(tmp, args.out_dir / "prior_info.yaml")
+    atomic_write_text(args.out_dir / "prior_info.yaml", yaml.safe_dump(meta, sort_keys=False))
     print(",".join(c["file"] for c in info))
 
 
