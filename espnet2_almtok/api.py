@@ -70,6 +70,8 @@ def _read_config(config: Union[str, Path]) -> dict:
 class ALMTokenizer(torch.nn.Module):
     """Audio <-> ALMTokenizer codes. Build with :meth:`from_pretrained` or :meth:`from_config`."""
 
+    windowed = True  # the token rate is chosen per call by the query window w
+
     def __init__(self, codec_conf: dict, source: str = "<config>"):
         super().__init__()
         from espnet2_almtok.codec.almtok import ALMTokenizerCodec
@@ -157,6 +159,10 @@ class ALMTokenizer(torch.nn.Module):
     @property
     def device(self) -> torch.device:
         return self.generator.query_token.device
+
+    def check_window(self, window: int) -> int:
+        """``window`` if the model was trained for it, else a ValueError listing the trained ones."""
+        return self.generator.check_window(window)
 
     def token_rate(self, window: int) -> float:
         """Tokens (query positions) per second of audio for window ``w``; each has ``n_q`` codes."""

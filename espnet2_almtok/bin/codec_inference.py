@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Encode audio to ALMTokenizer tokens and resynthesise it (recipe stage 7).
+"""Encode audio to codec tokens and resynthesise it (codec recipe stage 7, LM recipe stage 1).
 
     python -m espnet2_almtok.bin.codec_inference --model_dir exp/codec_stage2 \\
         --data_path_and_name_and_type dump/raw/test/wav.scp,audio,sound \\
@@ -7,7 +7,9 @@
 
 Writes ``codes/codes.{ark,scp}`` (int32, frame-major flattened; ``codes/meta.yaml`` holds
 ``n_q`` and ``window``) and ``wav/<utt>.wav`` + ``wav/wav.scp`` (resynthesis trimmed to the
-input length). Outputs are written to temporary names and renamed when the job ends, and a
+input length). ``--model_dir`` may hold an ALMTokenizer or any ESPnet codec trained by
+``ALMTokCodecTask`` (SoundStream/Encodec/DAC: fixed token rate, ``--window`` ignored).
+Outputs are written to temporary names and renamed when the job ends, and a
 ``.done`` marker makes a rerun skip a finished job.
 """
 
@@ -88,11 +90,11 @@ def main(cmd=None):
     if (out / ".done").exists():
         logging.info(f"{out} is complete (.done exists); nothing to do")
         return
-    from espnet2_almtok.api import ALMTokenizer
+    from espnet2_almtok.codec_tokenizer import load_codec_tokenizer
 
     device = "cuda" if args.ngpu > 0 else "cpu"
-    tok = ALMTokenizer.from_pretrained(args.model_dir, args.model_file, device=device)
-    tok.generator.check_window(args.window)
+    tok = load_codec_tokenizer(args.model_dir, args.model_file, device=device)
+    window = tok.check_window(args.window) if tok.windowed else None
     keys = None
     if args.key_file:
         keys = [line.split()[0] for line in open(args.key_file) if line.strip()]
@@ -108,7 +110,7 @@ def main(cmd=None):
     t0 = time.perf_counter()
     ark_spec = f"ark,scp:{tmp / 'codes' / 'codes.ark'},{tmp / 'codes' / 'codes.scp'}"
     with kaldiio.WriteHelper(ark_spec) as writer, torch.inference_mode():
-        for start in tqdm(range(0, len(entries), args.batch_size), desc=f"encode w={args.window}",
+        for start in tqdm(range(0, len(entries), args.batch_size), desc=f"encode w={window}",
                           unit="batch", file=sys.stderr):
             chunk = entries[start: start + args.batch_size]
             clips, rates = zip(*(load_clip(u, p) for u, p in chunk))
@@ -116,7 +118,7 @@ def main(cmd=None):
                 raise AudioError(f"utterances {[u for u, _ in chunk]} have different rates {rates}; "
                                  "use --batch_size 1 or resample in stage 2")
             try:
-                codes, lengths = tok.encode(list(clips), rates[0], args.window, return_lengths=True)
+                codes, lengths = tok.encode(list(clips), rates[0], window, return_lengths=True)
             except AudioError as e:
                 if len(chunk) == 1:
                     raise AudioError(f"{chunk[0][0]}: {e}") from e
@@ -127,7 +129,7 @@ def main(cmd=None):
                 n_audio += clips[i].numel() / rates[0]
                 if not args.encode_only:
                     n_out = round(clips[i].numel() * tok.sample_rate / rates[0])
-                    wav = tok.decode(c.unsqueeze(0), args.window)[0, :n_out].cpu().numpy()
+                    wav = tok.decode(c.unsqueeze(0), window)[0, :n_out].cpu().numpy()
                     path = out / "wav" / f"{utt}.wav"
                     soundfile.write(tmp / "wav" / f"{utt}.wav", wav, tok.sample_rate, "PCM_16")
                     wav_scp.append(f"{utt} {path.resolve()}\n")
@@ -135,8 +137,8 @@ def main(cmd=None):
     logging.info(f"{len(entries)} utterances, {n_audio:.1f} s of audio in {elapsed:.1f} s "
                  f"(RTF {elapsed / max(n_audio, 1e-9):.3f})")
     write_meta(tmp / "codes", dict(
-        n_q=tok.n_q, window=args.window, codebook_size=tok.codebook_size, sample_rate=tok.sample_rate,
-        token_rate=tok.token_rate(args.window), bitrate=tok.bitrate(args.window),
+        n_q=tok.n_q, window=window, codebook_size=tok.codebook_size, sample_rate=tok.sample_rate,
+        token_rate=tok.token_rate(window), bitrate=tok.bitrate(window),
         layout="int32 vector per utterance, frame-major: t0q0 t0q1 .. t1q0 ..",
     ))
     # the scp names the ark by its final path

@@ -1,0 +1,132 @@
+"""LM recipe scoring: ASR (WER/CER), captioning (BLEU/CIDEr), TTS (mel distance, round-trip WER).
+
+    python -m espnet2_almtok.recipe.lm_score asr --ref ref --hyp text --out_dir scores
+    python -m espnet2_almtok.recipe.lm_score caption --ref ref --hyp text --out_dir scores
+    python -m espnet2_almtok.recipe.lm_score tts --ref_scp dump/raw/test/wav.scp --hyp_scp wav/wav.scp \\
+        [--asr_ref ref --asr_hyp roundtrip/text] --out_dir scores
+
+Text is compared after :func:`~espnet2_almtok.lm.metrics.normalize_text` (lower case, no
+punctuation). TTS: ``mel_dtw`` is the mean L1 distance of 80-band log-mel frames along the
+DTW path between synthesis and reference recording (the lengths differ, so frames are aligned
+first), ``dur_ratio`` is synthesis length / reference length; ``--asr_hyp``: WER/CER of an
+ASR system on the synthesis (the recipe re-tokenizes it and runs the LM's own ASR task).
+Writes ``result.md``, ``avg_result.txt`` and ``utt_result.txt`` in ``--out_dir``.
+"""
+
+import argparse
+import logging
+import math
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from espnet2_almtok.fileio import atomic_write_text
+from espnet2_almtok.lm.metrics import bleu, cider, dtw_distance, error_rates
+from espnet2_almtok.recipe.format_data import read_table
+
+
+def write_results(out_dir: Path, title: str, avg: Dict[str, float], rows: List[Dict]) -> str:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "avg_result.txt", "".join(f"{k}\t{_fmt(v)}\n" for k, v in avg.items()))
+    if rows:
+        cols = list(rows[0])
+        lines = ["\t".join(cols)] + ["\t".join(_fmt(r[c]) for c in cols) for r in rows]
+        atomic_write_text(out_dir / "utt_result.txt", "\n".join(lines) + "\n")
+    md = f"| {' | '.join(['set'] + list(avg))} |\n|{'---|' * (len(avg) + 1)}\n"
+    md += f"| {' | '.join([title] + [_fmt(v) for v in avg.values()])} |\n"
+    atomic_write_text(out_dir / "result.md", md)
+    return md
+
+
+def _fmt(v) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def score_asr(ref: Path, hyp: Path) -> (Dict, List[Dict]):
+    refs, hyps = read_table(ref), read_table(hyp)
+    missing = sorted(set(refs) - set(hyps))
+    if missing:
+        raise KeyError(f"{len(missing)} utterance(s) of {ref} have no hypothesis in {hyp}, e.g. {missing[:3]}")
+    return error_rates(refs, hyps)
+
+
+def score_caption(ref: Path, hyp: Path) -> (Dict, List[Dict]):
+    refs = {u: [t] for u, t in read_table(ref).items()}
+    hyps = read_table(hyp)
+    avg = {**bleu(refs, hyps), "cider": cider(refs, hyps), "n": len(refs)}
+    rows = [dict(utt=u, ref=refs[u][0], hyp=hyps.get(u, "")) for u in sorted(refs)]
+    return avg, rows
+
+
+class MelFrames:
+    """80-band log-mel frames ``(T, 80)`` (n_fft 1024, hop 256) at ``fs``."""
+
+    def __init__(self, fs: int = 16000):
+        import torchaudio
+
+        self.fs = fs
+        self.mel = torchaudio.transforms.MelSpectrogram(fs, n_fft=1024, hop_length=256, n_mels=80)
+
+    def __call__(self, spec: str, utt: str) -> np.ndarray:
+        from espnet2_almtok.audio import read_audio, resample, to_mono_tensor
+
+        wav, sr = read_audio(spec, utt)
+        wav = resample(to_mono_tensor(wav, utt), sr, self.fs, utt)
+        return self.mel(wav).clamp(min=1e-5).log().T.numpy(), wav.numel() / self.fs
+
+
+def score_tts(ref_scp: Path, hyp_scp: Path, fs: int, asr_ref: Path = None, asr_hyp: Path = None):
+    refs, hyps = read_table(ref_scp), read_table(hyp_scp)
+    missing = sorted(set(hyps) - set(refs))
+    if missing:
+        raise KeyError(f"{len(missing)} synthesized utterance(s) have no reference in {ref_scp}, e.g. {missing[:3]}")
+    mel = MelFrames(fs)
+    rows = []
+    for utt in tqdm(sorted(hyps), desc="tts score", unit="utt"):
+        (r, r_dur), (h, h_dur) = mel(refs[utt], utt), mel(hyps[utt], utt)
+        rows.append(dict(utt=utt, mel_dtw=dtw_distance(h, r), dur_ratio=h_dur / r_dur))
+    avg = {m: float(np.mean([row[m] for row in rows])) for m in ("mel_dtw", "dur_ratio")}
+    if asr_hyp is not None:
+        rates, asr_rows = score_asr(asr_ref, asr_hyp)
+        avg.update(asr_wer=rates["wer"], asr_cer=rates["cer"])
+        by_utt = {row["utt"]: row for row in asr_rows}
+        for row in rows:
+            row.update(asr_wer=by_utt[row["utt"]]["wer"], asr_hyp=by_utt[row["utt"]]["hyp"])
+    avg["n"] = len(rows)
+    return avg, rows
+
+
+def main(argv: Sequence[str] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="task", required=True)
+    for name in ("asr", "caption"):
+        s = sub.add_parser(name)
+        s.add_argument("--ref", type=Path, required=True)
+        s.add_argument("--hyp", type=Path, required=True)
+    s = sub.add_parser("tts")
+    s.add_argument("--ref_scp", type=Path, required=True, help="reference recordings")
+    s.add_argument("--hyp_scp", type=Path, required=True, help="synthesized audio")
+    s.add_argument("--fs", type=int, default=16000)
+    s.add_argument("--asr_ref", type=Path, default=None, help="transcripts of the synthesized utterances")
+    s.add_argument("--asr_hyp", type=Path, default=None, help="an ASR system's output on the synthesis")
+    for s in sub.choices.values():
+        s.add_argument("--out_dir", type=Path, required=True)
+        s.add_argument("--title", default="")
+    args = p.parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
+    if args.task == "asr":
+        avg, rows = score_asr(args.ref, args.hyp)
+    elif args.task == "caption":
+        avg, rows = score_caption(args.ref, args.hyp)
+    else:
+        if (args.asr_hyp is None) != (args.asr_ref is None):
+            p.error("give both --asr_ref and --asr_hyp, or neither")
+        avg, rows = score_tts(args.ref_scp, args.hyp_scp, args.fs, args.asr_ref, args.asr_hyp)
+    print(write_results(args.out_dir, args.title or args.task, avg, rows))
+
+
+if __name__ == "__main__":
+    main()
