@@ -1,5 +1,8 @@
 """Shared fixtures. Tests mirror the package layout under test/."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEBUG_CONFIG = ROOT / "conf" / "tuning" / "train_almtok_debug.yaml"
 SHARED = ROOT.parent / "shared"
 MINI_AN4 = SHARED / "data" / "mini_an4.tar.gz"
+RECIPES = ROOT / "egs2" / "almtok"
 
 
 def pytest_configure(config):
@@ -30,6 +34,48 @@ def tokenizer():
     from espnet2_almtok import ALMTokenizer
 
     return ALMTokenizer.from_config(DEBUG_CONFIG)
+
+
+def copy_recipe(dst_root: Path, name: str) -> Path:
+    """``egs2/almtok/<name>`` without its outputs into ``dst_root/<name>``; utils/ and conf/
+    link to this clone (so ``../codec1`` from ``lm1`` is the copied codec recipe)."""
+    import shutil
+
+    src_dir, dst = RECIPES / name, dst_root / name
+    dst.mkdir()
+    for item in ("run.sh", "path.sh", "db.sh", "local"):
+        src = src_dir / item
+        if src.exists():
+            (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst / item)
+    (dst / "utils").symlink_to(ROOT / "utils")
+    (dst / "conf").symlink_to(ROOT / "conf")
+    return dst
+
+
+def run_recipe(recipe: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MINI_AN4": str(MINI_AN4)}
+    proc = subprocess.run(["./run.sh", *args], cwd=recipe, env=env, capture_output=True, text=True, timeout=1500)
+    if check:
+        assert proc.returncode == 0, f"run.sh {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def demo_codec_recipe(tmp_path_factory) -> Path:
+    """The codec recipe run once on the demo corpus (stages 1-9), shared by the recipe tests."""
+    recipe = copy_recipe(tmp_path_factory.mktemp("egs"), "codec1")
+    out = run_recipe(recipe)
+    assert "Successfully finished. [stages 1-9]" in out.stdout
+    return recipe
+
+
+def run_python(args, cwd, timeout=600) -> subprocess.CompletedProcess:
+    """``python ARGS`` with this clone importable; fails the test with the tail of stderr."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"{args} failed:\n{proc.stderr[-4000:]}"
+    return proc
 
 
 def speechlike(seconds: float, sr: int = 16000, seed: int = 0) -> torch.Tensor:

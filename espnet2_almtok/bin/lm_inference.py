@@ -65,11 +65,16 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def load_lm(model_dir: Optional[str], train_config: Optional[str], model_file: Optional[str], device: str):
-    """-> (model, training args) from an LM exp dir."""
-    from espnet2_almtok.api import _find_config
-    from espnet2_almtok.bin._quiet_import import import_quietly
+    """-> (model, training config as a namespace) from an LM exp dir.
 
-    task = import_quietly("espnet2_almtok.tasks.lm").ALMTokLMTask
+    Builds the model from ``config.yaml`` directly (as ``ALMTokLMTask.build_model`` does) so
+    decoding does not pay for importing ESPnet's task machinery.
+    """
+    import yaml
+
+    from espnet2_almtok.api import _find_config
+    from espnet2_almtok.lm.model import build_lm
+
     exp = Path(model_dir) if model_dir else Path(train_config).parent
     config = Path(train_config) if train_config else _find_config(exp)
     if model_file is None:
@@ -79,8 +84,16 @@ def load_lm(model_dir: Optional[str], train_config: Optional[str], model_file: O
                 break
         else:
             raise FileNotFoundError(f"no LM weights in {exp} (valid.loss.best.pth / latest.pth); train first")
-    model, args = task.build_model_from_file(config, model_file, device)
-    return model.eval(), args
+    conf = argparse.Namespace(**yaml.safe_load(Path(config).read_text()))
+    if not isinstance(getattr(conf, "token_list", None), list):
+        raise ValueError(f"{config} is not an ALMTok LM training config (no token_list); "
+                         "give the config.yaml that lm_train wrote")
+    model = build_lm(conf.token_list, conf.layout, conf.lm_conf)
+    state = torch.load(model_file, map_location="cpu", weights_only=False)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # trainer checkpoint
+        state = state["model"]
+    model.load_state_dict(state)
+    return model.to(device).eval(), conf
 
 
 def main(cmd: Sequence[str] = None) -> None:
@@ -96,7 +109,7 @@ def main(cmd: Sequence[str] = None) -> None:
     device = "cuda" if args.ngpu > 0 else "cpu"
     torch.manual_seed(args.seed)
     model, train_args = load_lm(args.model_dir, args.train_config, args.model_file, device)
-    from espnet2_almtok.tasks.lm import model_max_len
+    from espnet2_almtok.lm.model import lm_max_len
 
     vocab = Vocabulary.from_token_list(train_args.token_list)
     meta = read_meta(args.data_dir)
@@ -104,7 +117,7 @@ def main(cmd: Sequence[str] = None) -> None:
         raise ValueError(f"{args.data_dir} holds {meta['n_q']} x {meta['codebook_size']} codes but the LM was "
                          f"trained on {vocab.n_q} x {vocab.codebook_size}: tokens of another codec?")
     bpe = TextTokenizer(train_args.bpemodel)
-    builder = SequenceBuilder(CodecLayout(vocab, train_args.layout), model_max_len(train_args),
+    builder = SequenceBuilder(CodecLayout(vocab, train_args.layout), lm_max_len(train_args.lm_conf),
                               args.context_policy or train_args.context_policy)
     config = DecodeConfig(args.method, args.top_k, args.top_p, args.temperature, args.beam_size,
                           args.length_penalty, args.max_new_tokens)

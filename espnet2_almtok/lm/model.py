@@ -15,7 +15,7 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 
 from espnet2_almtok.lm.transformer import CausalTransformer
-from espnet2_almtok.lm.vocab import PAD
+from espnet2_almtok.lm.vocab import PAD, Vocabulary
 
 
 class ALMTokLM(AbsESPnetModel):
@@ -81,3 +81,22 @@ class ALMTokLM(AbsESPnetModel):
 
     def collect_feats(self, **batch: torch.Tensor) -> Dict[str, torch.Tensor]:
         return {}
+
+
+def lm_max_len(lm_conf: Optional[dict]) -> int:
+    """The context length of an ``lm_conf`` (the class default where it is not set)."""
+    import inspect
+
+    default = inspect.signature(ALMTokLM).parameters["max_len"].default
+    return int((lm_conf or {}).get("max_len", default))
+
+
+def build_lm(token_list: List[str], layout: str, lm_conf: Optional[dict] = None) -> ALMTokLM:
+    """The LM of a training config (``token_list``, ``layout``, ``lm_conf``), untrained.
+
+    Used by ``ALMTokLMTask.build_model`` and by ``lm_inference`` (which so avoids importing
+    ESPnet's task machinery).
+    """
+    vocab = Vocabulary.from_token_list(token_list)
+    num_streams = 1 if layout == "flat" else vocab.n_q
+    return ALMTokLM(vocab_size=len(vocab), num_streams=num_streams, **(lm_conf or {}))

@@ -15,7 +15,6 @@ The preprocessor turns each example into ``dec_seq`` ``(L, S)`` and ``prefix_len
 """
 
 import argparse
-import inspect
 import logging
 from typing import Callable, Collection, Dict, List, Optional, Tuple
 
@@ -32,7 +31,7 @@ from espnet2.utils.types import str2bool, str_or_none
 
 from espnet2_almtok.fileio import unflatten_codes
 from espnet2_almtok.lm.layout import CONTEXT_POLICIES, LAYOUTS, CodecLayout, SequenceBuilder
-from espnet2_almtok.lm.model import ALMTokLM
+from espnet2_almtok.lm.model import ALMTokLM, build_lm, lm_max_len
 from espnet2_almtok.lm.vocab import PAD, TextTokenizer, Vocabulary
 
 lm_choices = ClassChoices(
@@ -41,11 +40,6 @@ lm_choices = ClassChoices(
     type_check=torch.nn.Module,
     default="transformer",
 )
-
-
-def model_max_len(args: argparse.Namespace) -> int:
-    default = inspect.signature(lm_choices.get_class(args.lm)).parameters["max_len"].default
-    return int((args.lm_conf or {}).get("max_len", default))
 
 
 class LMPreprocessor(AbsPreprocessor):
@@ -106,7 +100,7 @@ class ALMTokLMTask(AbsTask):
                             ) -> Optional[Callable[[str, Dict[str, np.ndarray]], Dict[str, np.ndarray]]]:
         if not args.use_preprocessor:
             return None
-        return LMPreprocessor(train, cls._token_list(args), args.bpemodel, args.layout, model_max_len(args),
+        return LMPreprocessor(train, cls._token_list(args), args.bpemodel, args.layout, lm_max_len(args.lm_conf),
                               args.context_policy)
 
     @classmethod
@@ -129,8 +123,11 @@ class ALMTokLMTask(AbsTask):
     @classmethod
     @typechecked
     def build_model(cls, args: argparse.Namespace) -> ALMTokLM:
-        vocab = Vocabulary.from_token_list(cls._token_list(args))
-        num_streams = 1 if args.layout == "flat" else vocab.n_q
+        if args.lm != "transformer":
+            raise ValueError(f"unknown --lm {args.lm}")
+        model = build_lm(cls._token_list(args), args.layout, args.lm_conf)
+        vocab = Vocabulary.from_token_list(args.token_list)
         logging.info(f"vocabulary: {len(vocab)} ids ({len(vocab.text_pieces)} text pieces, "
-                     f"{vocab.n_q} x {vocab.codebook_size} codes), layout {args.layout} ({num_streams} stream(s))")
-        return lm_choices.get_class(args.lm)(vocab_size=len(vocab), num_streams=num_streams, **(args.lm_conf or {}))
+                     f"{vocab.n_q} x {vocab.codebook_size} codes), layout {args.layout} "
+                     f"({model.num_streams} stream(s))")
+        return model

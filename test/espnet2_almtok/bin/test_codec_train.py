@@ -1,8 +1,5 @@
 """The ESPnet entry points: --print_config round trip, a few trainer steps, checkpoint loading."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,15 +7,8 @@ import soundfile
 import torch
 import yaml
 
-from conftest import ROOT, speechlike
-
-
-def run(args, cwd, timeout=600):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, f"{args} failed:\n{proc.stderr[-4000:]}"
-    return proc
+from conftest import run_python as run
+from conftest import speechlike
 
 
 def make_data_dir(root: Path, n: int = 4, seconds: float = 0.8) -> Path:

@@ -1,38 +1,13 @@
 """The codec recipe end to end (tiny config): demo corpus (stages 1-9) and mini_an4 (1-8)."""
 
 import math
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
-from conftest import MINI_AN4, ROOT, speechlike
-
-RECIPE = ROOT / "egs2" / "almtok" / "codec1"
-
-
-def copy_recipe(tmp_path: Path) -> Path:
-    """The recipe dir without its outputs; utils/ and conf/ link to this clone."""
-    dst = tmp_path / "codec1"
-    dst.mkdir()
-    for name in ("run.sh", "path.sh", "db.sh", "local"):
-        src = RECIPE / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst / name)
-    (dst / "utils").symlink_to(ROOT / "utils")
-    (dst / "conf").symlink_to(ROOT / "conf")
-    return dst
-
-
-def run_recipe(recipe: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MINI_AN4": str(MINI_AN4)}
-    proc = subprocess.run(["./run.sh", *args], cwd=recipe, env=env, capture_output=True, text=True, timeout=1500)
-    if check:
-        assert proc.returncode == 0, f"run.sh {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc
+from conftest import MINI_AN4, copy_recipe, run_recipe, speechlike
 
 
 def check_decoding(recipe: Path, test_set: str, window: int = 4):
@@ -62,12 +37,10 @@ def check_decoding(recipe: Path, test_set: str, window: int = 4):
     return exp
 
 
-def test_demo_recipe_end_to_end(tmp_path):
+def test_demo_recipe_end_to_end(demo_codec_recipe):
     from espnet2_almtok import ALMTokenizer
 
-    recipe = copy_recipe(tmp_path)
-    out = run_recipe(recipe)
-    assert "Successfully finished. [stages 1-9]" in out.stdout
+    recipe = demo_codec_recipe
     assert len((recipe / "data/train/text").read_text().splitlines()) == 46
     for i in (1, 2, 3):
         assert np.load(recipe / f"exp/semantic_prior/codebook_{i}.npy").shape == (64, 32)
@@ -97,7 +70,7 @@ def test_demo_recipe_end_to_end(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not MINI_AN4.is_file(), reason=f"mini_an4 tarball not found at {MINI_AN4} (../shared absent)")
 def test_mini_an4_recipe_stages_1_to_8(tmp_path):
-    recipe = copy_recipe(tmp_path)
+    recipe = copy_recipe(tmp_path, "codec1")
     run_recipe(recipe, "--corpus", "mini_an4", "--stop_stage", "8", "--test_sets", "test")
     assert (recipe / "data/test/text").read_text().startswith("fcaw-cen8-fcaw-b ELEVEN TWENTY SEVEN")
     check_decoding(recipe, "test")

@@ -1,0 +1,68 @@
+"""The LM recipe end to end on the codec recipe's demo outputs (tiny configs), and on mini_an4."""
+
+import re
+from pathlib import Path
+
+import pytest
+import soundfile
+
+from conftest import MINI_AN4, copy_recipe, run_recipe
+
+EXP = "exp/lm_train_lm_debug_codec_train_almtok_debug_stage2_w4"
+
+
+def table(path: Path) -> dict:
+    return dict((line.split(maxsplit=1) + [""])[:2] for line in path.read_text().splitlines())
+
+
+def avg(path: Path) -> dict:
+    return {k: float(v) for k, v in (line.split("\t") for line in path.read_text().splitlines())}
+
+
+def test_demo_lm_recipe_end_to_end(demo_codec_recipe):
+    recipe = copy_recipe(demo_codec_recipe.parent, "lm1")
+    out = run_recipe(recipe)
+    assert "Successfully finished. [stages 1-7]" in out.stdout
+    exp = recipe / EXP
+    assert (exp / "valid.loss.best.pth").exists() and (exp / ".done").exists()
+
+    asr = exp / "decode_asr_test"
+    refs, hyps = table(asr / "ref"), table(asr / "text")
+    assert len(refs) == 12 and set(hyps) == set(refs)
+    assert refs["spkenus-s08"] == "open the window and let the morning light in"
+    scores = avg(asr / "scores/avg_result.txt")
+    assert 0 <= scores["wer"] and 0 <= scores["cer"] and scores["n"] == 12
+
+    tts = exp / "decode_tts_test"
+    wavs = table(tts / "wav/wav.scp")
+    assert len(wavs) == 12 and all(soundfile.info(p).samplerate == 16000 for p in wavs.values())
+    tts_scores = avg(tts / "scores/avg_result.txt")
+    assert tts_scores["mel_dtw"] > 0 and tts_scores["dur_ratio"] > 0 and "asr_wer" in tts_scores
+    assert len(table(tts / "roundtrip/decode_asr/text")) == 12
+
+    caption = exp / "decode_caption_test"
+    assert table(caption / "ref") == {"sounds-tone440": "a steady high tone"}
+    assert {"bleu1", "bleu4", "cider"} <= set(avg(caption / "scores/avg_result.txt"))
+
+    results = (exp / "RESULTS.md").read_text()
+    for section in ("## asr (test)", "## tts (test)", "## caption (test)"):
+        assert section in results
+    assert re.search(r"\| test \| [\d.]+ \| [\d.]+ \| 12 \|", results)  # the ASR row: wer, cer, n
+
+    # reruns skip finished work; a missing codec is named with the fix
+    again = run_recipe(recipe, "--stage", "5", "--stop_stage", "5")
+    assert again.stdout.count("is complete; skipping") == 3
+    bad = run_recipe(recipe, "--codec_model", "../codec1/exp/nothing", check=False)
+    assert bad.returncode != 0 and "run ../codec1/run.sh first" in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MINI_AN4.is_file(), reason=f"mini_an4 tarball not found at {MINI_AN4} (../shared absent)")
+def test_mini_an4_lm_recipe(tmp_path):
+    codec = copy_recipe(tmp_path, "codec1")
+    run_recipe(codec, "--corpus", "mini_an4", "--stop_stage", "6")
+    recipe = copy_recipe(tmp_path, "lm1")
+    out = run_recipe(recipe, "--tasks", "asr tts")
+    assert "Successfully finished" in out.stdout
+    results = (recipe / EXP / "RESULTS.md").read_text()
+    assert "## asr (test)" in results and "## tts (test)" in results and "caption" not in results
