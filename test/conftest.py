@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from espnet2_almtok.recipe.data_prep import DEMO_SENTENCES  # noqa: F401 (LM tests: the demo corpus text)
+
 ROOT = Path(__file__).resolve().parents[1]
 DEBUG_CONFIG = ROOT / "conf" / "tuning" / "train_almtok_debug.yaml"
 SHARED = ROOT.parent / "shared"
@@ -90,14 +92,6 @@ def speechlike(seconds: float, sr: int = 16000, seed: int = 0) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- LM fixtures
-DEMO_SENTENCES = [
-    "the quick brown fox jumps over the lazy dog",
-    "please call stella and ask her to bring these things",
-    "a tokenizer turns sound into a short sequence of symbols",
-    "seven large boats sailed across the quiet harbour",
-    "music and speech share the same air",
-    "a plucked string fading away",
-]
 
 
 @pytest.fixture(scope="session")

@@ -54,6 +54,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--top_p", type=float, default=1.0)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max_new_tokens", type=int, default=None, help="default: up to the context")
+    p.add_argument("--min_frames", type=int, default=1, help="tts: audio frames before <eos> is allowed")
     p.add_argument("--context_policy", default=None, choices=CONTEXT_POLICIES,
                    help="prompts longer than the context (default: the training config's)")
     p.add_argument("--batch_size", type=int, default=8, help="prompts decoded together (greedy/sample)")
@@ -120,7 +121,7 @@ def main(cmd: Sequence[str] = None) -> None:
     builder = SequenceBuilder(CodecLayout(vocab, train_args.layout), lm_max_len(train_args.lm_conf),
                               args.context_policy or train_args.context_policy)
     config = DecodeConfig(args.method, args.top_k, args.top_p, args.temperature, args.beam_size,
-                          args.length_penalty, args.max_new_tokens)
+                          args.length_penalty, args.max_new_tokens, args.min_frames)
     decoder = LMDecoder(model, builder, config, torch.Generator().manual_seed(args.seed))
 
     examples = load_examples(args.data_dir, args.task, args.key_file)

@@ -36,6 +36,7 @@ class DecodeConfig:
     beam_size: int = 4
     length_penalty: float = 1.0  # beam: rank finished text by score / len ** length_penalty
     max_new_tokens: Optional[int] = None  # default: up to the context limit
+    min_frames: int = 1  # audio targets: frames before the segment may end (no empty synthesis)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -140,7 +141,7 @@ class LMDecoder:
         elif self.layout.layout == "flat":
             q = k % self.vocab.n_q
             m = self.code_masks[q].clone()
-            m[EOS] = q == 0
+            m[EOS] = q == 0 and k >= self.config.min_frames * self.vocab.n_q
             rows = [m]
         else:
             rows = []
@@ -148,7 +149,7 @@ class LMDecoder:
                 frame = k - q
                 if end is None and q == 0:
                     m = self.code_masks[0].clone()
-                    m[EMPTY] = True  # ends the segment
+                    m[EMPTY] = k >= self.config.min_frames  # ends the segment
                 elif frame >= 0 and (end is None or frame < end):
                     m = self.code_masks[q]
                 else:

@@ -41,6 +41,7 @@ Stages:
      -> exp/semantic_prior/codebook_{1..n_q}.npy
   4  shapes for ESPnet's samplers -> dump/raw/<set>/audio_shape
   5  codec training, stage 1: frozen semantic-prior codebooks, MAE loss -> exp/codec_<tag>_stage1
+     (an ESPnet codec config, e.g. conf/tuning/train_dac_debug.yaml: its only training stage)
   6  codec training, stage 2: --init_param stage 1, AR loss on, --freeze_param
      (${stage2_freeze_param}) -> exp/codec_<tag>_stage2
   7  decoding: tokens (Kaldi ark/scp) + resynthesis at --window w -> <exp>/decode_w<w>/<set>
@@ -66,6 +67,10 @@ exp2=exp/codec_${tag}_stage2
 prior_dir=exp/semantic_prior
 sets="${train_set} ${valid_set} ${test_sets}"
 yaml_get() { python -c "import yaml,sys; c=yaml.safe_load(open('$train_config')); v=c; [v:=v[k] for k in sys.argv[1:]]; print(v)" "$@"; }
+codec_type=$(yaml_get codec)   # almtok, or an ESPnet codec (soundstream/encodec/dac) as a baseline tokenizer
+if [ "${codec_type}" != almtok ]; then
+  log "codec '${codec_type}': no semantic priors and one training stage (stages 3 and 6 skip; stage 9 packs ALMTokenizer only)"
+fi
 
 if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
   log "Stage 1: data preparation (${corpus})"
@@ -80,7 +85,7 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   done
 fi
 
-if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ] && [ "${codec_type}" = almtok ]; then
   log "Stage 3: semantic priors (${ssl_upstream}, layer ${ssl_layer}) -> ${prior_dir}"
   upstream=${ssl_upstream}; path=${ssl_path}
   if [ "${ssl_upstream}" = tiny_random ]; then
@@ -125,7 +130,6 @@ train_codec() {  # train_codec OUT_DIR extra-args...
   [ "${ngpu}" -gt 1 ] && dist="--multiprocessing_distributed true"
   log "training ${out} (log: ${out}/train.log)"
   python -m espnet2_almtok.bin.codec_train --config "${train_config}" --ngpu "${ngpu}" ${dist} \
-    --codec_conf "generator_params.codebook_init=$(prior_list)" \
     --train_data_path_and_name_and_type "dump/raw/${train_set}/wav.scp,audio,sound" \
     --train_shape_file "dump/raw/${train_set}/audio_shape" \
     --valid_data_path_and_name_and_type "dump/raw/${valid_set}/wav.scp,audio,sound" \
@@ -143,16 +147,23 @@ best_model() {  # the weights a later stage starts from
 }
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
-  log "Stage 5: codec training, stage 1 (frozen semantic priors, MAE loss)"
-  # shellcheck disable=SC2086
-  train_codec "${exp1}" --codec_conf use_mae_loss=true --codec_conf use_ar_loss=false ${stage1_args}
+  if [ "${codec_type}" = almtok ]; then
+    log "Stage 5: codec training, stage 1 (frozen semantic priors, MAE loss)"
+    # shellcheck disable=SC2086
+    train_codec "${exp1}" --codec_conf "generator_params.codebook_init=$(prior_list)" \
+      --codec_conf use_mae_loss=true --codec_conf use_ar_loss=false ${stage1_args}
+  else
+    log "Stage 5: codec training (${codec_type})"
+    # shellcheck disable=SC2086
+    train_codec "${exp1}" ${stage1_args}
+  fi
 fi
 
-if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ]; then
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ] && [ "${codec_type}" = almtok ]; then
   log "Stage 6: codec training, stage 2 (AR loss, init from stage 1, freeze: ${stage2_freeze_param})"
   # shellcheck disable=SC2086
-  train_codec "${exp2}" --codec_conf use_ar_loss=true --init_param "$(best_model "${exp1}")" \
-    --freeze_param ${stage2_freeze_param} ${stage2_args}
+  train_codec "${exp2}" --codec_conf "generator_params.codebook_init=$(prior_list)" --codec_conf use_ar_loss=true \
+    --init_param "$(best_model "${exp1}")" --freeze_param ${stage2_freeze_param} ${stage2_args}
 fi
 
 final_exp=${exp2}
@@ -192,7 +203,7 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
   done
 fi
 
-if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ]; then
+if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ] && [ "${codec_type}" = almtok ]; then
   log "Stage 9: packing ${final_exp}"
   python -m espnet2_almtok.recipe.pack --exp_dir "${final_exp}" --model_file "$(best_model "${final_exp}")" \
     --prior_dir "${prior_dir}" --out "${final_exp}/almtok_packed.zip"

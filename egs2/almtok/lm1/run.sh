@@ -18,7 +18,8 @@ test_sets="test"
 tasks="asr tts caption"    # caption uses utt2category=sound utterances, asr/tts the speech ones
 nbpe=200                   # BPE vocabulary (an upper bound on tiny corpora)
 lm_config=conf/tuning/train_lm_debug.yaml
-lm_args=""                 # extra lm_train options, e.g. "--layout delay --max_epoch 100"
+layout=""                  # flat | delay (default: the config's)
+lm_args=""                 # extra lm_train options, e.g. "--max_epoch 100"
 tag=""                     # exp/lm_<tag> (default: <config name>_<codec_tag>)
 asr_decode_args="--method beam --beam_size 4"
 caption_decode_args="--method beam --beam_size 4"
@@ -41,7 +42,7 @@ Stages:
      -> .../scores/result.md, all in exp/lm_<tag>/RESULTS.md
 Options (default):
   --codec_model (${codec_model}) --audio_dump (${audio_dump}) --window (${window})
-  --tasks ("${tasks}") --nbpe (${nbpe}) --lm_config (${lm_config}) --lm_args ("${lm_args}")
+  --tasks ("${tasks}") --nbpe (${nbpe}) --lm_config (${lm_config}) --layout (config's) --lm_args ("${lm_args}")
   --asr_decode_args/--caption_decode_args/--tts_decode_args ("lm_inference options")
   --stage (${stage}) --stop_stage (${stop_stage}) --ngpu (${ngpu}) --tag NAME
 Every stage is resumable: rerun the same command after a kill.
@@ -53,8 +54,14 @@ HELP
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"; }
 die() { echo "$*" >&2; exit 1; }
 [ -e "${codec_model}" ] || die "codec model ${codec_model} not found: run ../codec1/run.sh first, or give --codec_model"
-[ -n "${codec_tag}" ] || codec_tag=$(basename "${codec_model%.zip}")_w${window}
-[ -n "${tag}" ] || tag=$(basename "${lm_config%.*}")_${codec_tag}
+codec_type=$(python -c "from espnet2_almtok.codec_tokenizer import codec_kind; print(codec_kind('${codec_model}'))")
+if [ -z "${codec_tag}" ]; then
+  codec_tag=$(basename "${codec_model%.zip}")
+  [ "${codec_type}" != almtok ] || codec_tag+=_w${window}   # fixed-rate ESPnet codecs have no window
+fi
+yaml_get() { python -c "import yaml,sys; print(yaml.safe_load(open('$lm_config')).get(sys.argv[1], sys.argv[2]))" "$@"; }
+[ -n "${layout}" ] || layout=$(yaml_get layout flat)
+[ -n "${tag}" ] || tag=$(basename "${lm_config%.*}")_${codec_tag}$([ "${layout}" = flat ] || echo "_${layout}")
 codes_root=dump/codes/${codec_tag}
 lm_data=dump/lm/${codec_tag}
 lm_exp=exp/lm_${tag}
@@ -83,14 +90,13 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   fi
 fi
 
-yaml_get() { python -c "import yaml,sys; print(yaml.safe_load(open('$lm_config')).get(sys.argv[1], sys.argv[2]))" "$@"; }
 if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
   log "Stage 3: LM data (${tasks}) -> ${lm_data}"
   for s in ${sets}; do
     # shellcheck disable=SC2086
     python -m espnet2_almtok.recipe.lm_data build --audio_dir "${audio_dump}/${s}" \
       --codes_dir "${codes_root}/${s}/codes" --bpemodel "${lm_data}/bpe/bpe.model" --tasks ${tasks} \
-      --layout "$(yaml_get layout flat)" --max_len "$(python -c "import yaml; print(yaml.safe_load(open('${lm_config}'))['lm_conf']['max_len'])")" \
+      --layout "${layout}" --max_len "$(python -c "import yaml; print(yaml.safe_load(open('${lm_config}'))['lm_conf']['max_len'])")" \
       --out "${lm_data}/${s}" --token_list "${lm_data}/tokens.txt"
   done
 fi
@@ -109,7 +115,7 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
     dist=""; [ "${ngpu}" -gt 1 ] && dist="--multiprocessing_distributed true"
     # shellcheck disable=SC2046,SC2086
     run_logged "${lm_exp}/train.log" python -m espnet2_almtok.bin.lm_train --config "${lm_config}" \
-      --ngpu "${ngpu}" ${dist} --token_list "${lm_data}/tokens.txt" --bpemodel "${lm_data}/bpe/bpe.model" \
+      --ngpu "${ngpu}" ${dist} --layout "${layout}" --token_list "${lm_data}/tokens.txt" --bpemodel "${lm_data}/bpe/bpe.model" \
       $(data_args train "${train_set}") $(data_args valid "${valid_set}") \
       --resume true --output_dir "${lm_exp}" ${lm_args}
     touch "${lm_exp}/.done"
@@ -159,7 +165,8 @@ fi
 
 if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
   log "Stage 7: scoring"
-  summary="# ${tag}\n\ncodec: ${codec_model} (w=${window}); LM config: ${lm_config} ${lm_args}\n"
+  rate=""; [ "${codec_type}" != almtok ] || rate=", w=${window}"
+  summary="# ${tag}\n\ncodec: ${codec_model} (${codec_type}${rate}); LM config: ${lm_config}, layout ${layout} ${lm_args}\n"
   for s in ${test_sets}; do
     for t in ${tasks}; do
       dir=${lm_exp}/decode_${t}_${s}

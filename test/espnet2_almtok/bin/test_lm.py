@@ -21,6 +21,7 @@ def make_codec_exp(path: Path) -> Path:
 
     path.mkdir(parents=True)
     shutil.copy(DEBUG_CONFIG, path / "config.yaml")
+    torch.manual_seed(0)  # module fixtures run before the per-test seed
     tok = ALMTokenizer.from_config(DEBUG_CONFIG, use_priors=False)
     torch.save({f"codec.{k}": v for k, v in tok.codec.state_dict().items()}, path / "model.pth")
     return path
@@ -70,7 +71,7 @@ def trained_lm(demo_lm):
     exp = demo_lm / "exp_lm"
     args = ["-m", "espnet2_almtok.bin.lm_train", "--config", str(LM_CONFIG),
             "--token_list", str(demo_lm / "lm/tokens.txt"), "--bpemodel", str(demo_lm / "bpe/bpe.model"),
-            "--layout", "delay", "--max_epoch", "3", "--num_iters_per_epoch", "15", "--output_dir", str(exp)]
+            "--layout", "delay", "--max_epoch", "3", "--num_iters_per_epoch", "30", "--output_dir", str(exp)]
     for mode, s in (("train", "train"), ("valid", "dev")):
         for f in ("task,task,text", "text,text,text", "codes.scp,codes,kaldi_ark"):
             args += [f"--{mode}_data_path_and_name_and_type", f"{demo_lm}/lm/{s}/{f}"]

@@ -53,6 +53,14 @@ def test_tts_codes_are_in_range_and_decode_to_audio(vocab, text_tokenizer, token
 
 
 @pytest.mark.parametrize("layout", ["flat", "delay"])
+def test_tts_does_not_end_before_min_frames(vocab, text_tokenizer, layout):
+    dec = decoder(vocab, layout, method="sample", temperature=2.0, min_frames=6, max_new_tokens=200)
+    for seed in range(3):
+        dec.generator.manual_seed(seed)
+        assert all(o.codes.shape[1] >= 6 for o in dec(tts_prompts(dec, text_tokenizer), "audio"))
+
+
+@pytest.mark.parametrize("layout", ["flat", "delay"])
 def test_batch_decoding_equals_one_by_one(vocab, text_tokenizer, layout):
     dec = decoder(vocab, layout, max_new_tokens=30)
     prompts = tts_prompts(dec, text_tokenizer) + asr_prompts(dec, 1)[:0]

@@ -59,7 +59,7 @@ def test_task_templates(vocab, text_tokenizer, layout):
 
 def test_context_policy_error_names_the_utterance(vocab, text_tokenizer):
     b = SequenceBuilder(CodecLayout(vocab, "flat"), max_len=40, context_policy="error")
-    with pytest.raises(ContextError, match="spk1-utt7: \d+ positions .* max_len=40"):
+    with pytest.raises(ContextError, match=r"spk1-utt7: \d+ positions .* max_len=40"):
         b.build("spk1-utt7", "asr", text_tokenizer.encode("the quick brown fox"), random_codes(20))
 
 

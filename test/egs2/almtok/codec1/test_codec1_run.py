@@ -1,4 +1,5 @@
-"""The codec recipe end to end (tiny config): demo corpus (stages 1-9) and mini_an4 (1-8)."""
+"""The codec recipe end to end (tiny config): demo corpus (stages 1-9; stage 10 in the slow suite)
+and mini_an4 (1-8)."""
 
 import math
 from pathlib import Path
@@ -59,11 +60,15 @@ def test_demo_recipe_end_to_end(demo_codec_recipe):
     bad = run_recipe(recipe, "--stage", "7", "--stop_stage", "7", "--window", "11", check=False)
     assert bad.returncode != 0 and "decode.1.log" in bad.stderr
 
-    # stage 10: the benchmark on the recipe's own data (smoke settings)
-    run_recipe(recipe, "--stage", "10", "--stop_stage", "10", "--benchmark_args", "--quick --codecs almtok dac")
+
+@pytest.mark.slow
+def test_demo_recipe_benchmark_stage(demo_codec_recipe):
+    """Stage 10: the benchmark on the recipe's own data (smoke settings)."""
     import json
 
-    res = json.loads((recipe / "exp/benchmark/results.json").read_text())
+    run_recipe(demo_codec_recipe, "--stage", "10", "--stop_stage", "10", "--benchmark_args",
+               "--quick --codecs almtok dac")
+    res = json.loads((demo_codec_recipe / "exp/benchmark/results.json").read_text())
     assert set(res["codecs"]) == {"almtok", "dac"} and "dump/raw/train/wav.scp" in res["data"]
 
 

@@ -19,8 +19,14 @@ def avg(path: Path) -> dict:
     return {k: float(v) for k, v in (line.split("\t") for line in path.read_text().splitlines())}
 
 
+def lm_recipe_beside(codec_recipe: Path) -> Path:
+    """``lm1`` next to the (shared) codec recipe run, so its defaults read ``../codec1``."""
+    recipe = codec_recipe.parent / "lm1"
+    return recipe if recipe.exists() else copy_recipe(codec_recipe.parent, "lm1")
+
+
 def test_demo_lm_recipe_end_to_end(demo_codec_recipe):
-    recipe = copy_recipe(demo_codec_recipe.parent, "lm1")
+    recipe = lm_recipe_beside(demo_codec_recipe)
     out = run_recipe(recipe)
     assert "Successfully finished. [stages 1-7]" in out.stdout
     exp = recipe / EXP
@@ -66,3 +72,21 @@ def test_mini_an4_lm_recipe(tmp_path):
     assert "Successfully finished" in out.stdout
     results = (recipe / EXP / "RESULTS.md").read_text()
     assert "## asr (test)" in results and "## tts (test)" in results and "caption" not in results
+
+
+@pytest.mark.slow
+def test_lm_recipe_on_espnet_dac_tokens(demo_codec_recipe):
+    """The tokenizer choice: train an ESPnet DAC in the codec recipe, then the same LM recipe on
+    its tokens (delay layout: 8 codebooks at 50 Hz)."""
+    out = run_recipe(demo_codec_recipe, "--train_config", "conf/tuning/train_dac_debug.yaml", "--stage", "5",
+                     "--stop_stage", "9")
+    assert "no semantic priors and one training stage" in out.stdout
+    assert (demo_codec_recipe / "exp/codec_train_dac_debug_stage1/decode_w4/test/scores/result.md").is_file()
+    recipe = lm_recipe_beside(demo_codec_recipe)
+    run_recipe(recipe, "--codec_model", "../codec1/exp/codec_train_dac_debug_stage1", "--layout", "delay")
+    exp = recipe / "exp/lm_train_lm_debug_codec_train_dac_debug_stage1_delay"
+    meta = (recipe / "dump/codes/codec_train_dac_debug_stage1/test/codes/meta.yaml").read_text()
+    assert "n_q: 8" in meta and "codebook_size: 1024" in meta
+    results = (exp / "RESULTS.md").read_text()
+    assert "(dac)" in results and "layout delay" in results and "## tts (test)" in results
+    assert len(table(exp / "decode_asr_test/text")) == 12
