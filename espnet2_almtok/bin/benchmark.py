@@ -43,7 +43,7 @@ RECIPE_DUMP = ROOT / "egs2" / "almtok" / "codec1" / "dump" / "raw"
 def load_set(scp: Path, fs: int, max_utts: int = 0) -> List[Tuple[str, str, torch.Tensor]]:
     """-> [(utt, speaker, wav (T,))] from a wav.scp with utt2spk beside it; speech only."""
     from espnet2_almtok.audio import read_audio, resample, to_mono_tensor
-    from espnet2_almtok.recipe.format_data import read_table
+    from espnet2_almtok.recipe.kaldi_dir import read_table
 
     wavs, spk = read_table(scp), read_table(scp.parent / "utt2spk")
     cat = read_table(scp.parent / "utt2category")

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import kaldiio
-import numpy as np
 import soundfile
 import torch
 from tqdm import tqdm
@@ -50,22 +49,19 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def read_scp(path: str, keys=None):
-    entries = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            parts = line.strip().split(maxsplit=1)
-            if not parts:
-                continue
-            if len(parts) != 2:
-                raise ValueError(f"{path}:{n}: expected '<utt_id> <path>', got {line.strip()!r}")
-            entries.append(tuple(parts))
-    if keys is not None:
-        known = dict(entries)
-        missing = [k for k in keys if k not in known]
-        if missing:
-            raise KeyError(f"{len(missing)} key(s) of the key file are not in {path}, e.g. {missing[:3]}")
-        entries = [(k, known[k]) for k in keys]
-    return entries
+    """``[(utt, path)]`` of a wav.scp, in file order, or in ``keys`` order when given."""
+    from espnet2_almtok.recipe.kaldi_dir import read_table
+
+    table = read_table(Path(path))
+    empty = [k for k, v in table.items() if not v]
+    if empty:
+        raise ValueError(f"{path}: utterance {empty[0]} has no path; expected '<utt_id> <path>' lines")
+    if keys is None:
+        return list(table.items())
+    missing = [k for k in keys if k not in table]
+    if missing:
+        raise KeyError(f"{len(missing)} key(s) of the key file are not in {path}, e.g. {missing[:3]}")
+    return [(k, table[k]) for k in keys]
 
 
 def load_clip(utt: str, spec: str):

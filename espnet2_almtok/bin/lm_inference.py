@@ -169,7 +169,7 @@ def load_examples(data_dir: Path, task: str, key_file: Optional[Path]):
     """-> ``[(key, utt, text, codes (n_q, N))]`` of ``task``, in key order."""
     import kaldiio
 
-    from espnet2_almtok.recipe.format_data import read_table
+    from espnet2_almtok.recipe.kaldi_dir import read_table
 
     tasks, texts, scp = (read_table(data_dir / n) for n in ("task", "text", "codes.scp"))
     n_q = read_meta(data_dir)["n_q"]

@@ -23,7 +23,7 @@ only the target and ``<eos>`` are scored.
 
 import logging
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import numpy as np
 

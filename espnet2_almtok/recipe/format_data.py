@@ -20,21 +20,7 @@ import soundfile
 from tqdm import tqdm
 
 from espnet2_almtok.audio import AudioError, read_audio, resample, to_mono_tensor, validate_waveform
-from espnet2_almtok.recipe.kaldi_dir import write_table
-
-
-def read_table(path: Path) -> Dict[str, str]:
-    table = {}
-    if not path.exists():
-        return table
-    for n, line in enumerate(open(path), 1):
-        parts = line.rstrip("\n").split(maxsplit=1)
-        if not parts:
-            continue
-        if parts[0] in table:
-            raise ValueError(f"{path}:{n}: utterance {parts[0]} appears twice")
-        table[parts[0]] = parts[1] if len(parts) > 1 else ""
-    return table
+from espnet2_almtok.recipe.kaldi_dir import read_table, write_table
 
 
 def format_dir(src: Path, dst: Path, fs: int, min_dur: float, max_dur: float, on_bad: str) -> int:

@@ -17,6 +17,22 @@ class Utterance:
     category: Optional[str] = None  # "speech" / "sound": utt2category, when known
 
 
+def read_table(path: Path) -> Dict[str, str]:
+    """A Kaldi table (``utt value`` lines) as a dict; ``{}`` if the file does not exist.
+    A repeated utterance id is an error naming the line."""
+    table = {}
+    if not Path(path).exists():
+        return table
+    for n, line in enumerate(open(path), 1):
+        parts = line.rstrip("\n").split(maxsplit=1)
+        if not parts:
+            continue
+        if parts[0] in table:
+            raise ValueError(f"{path}:{n}: utterance {parts[0]} appears twice")
+        table[parts[0]] = parts[1] if len(parts) > 1 else ""
+    return table
+
+
 def write_table(path: Path, rows: Dict[str, str]) -> None:
     """``utt value`` lines sorted by key, written to a temp file then renamed."""
     tmp = path.with_name(path.name + ".tmp")

@@ -17,12 +17,12 @@ import argparse
 import logging
 import shutil
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 from espnet2_almtok.fileio import atomic_write_text, read_meta
 from espnet2_almtok.lm.layout import LAYOUTS, CodecLayout, SequenceBuilder
 from espnet2_almtok.lm.vocab import TASKS, TextTokenizer, Vocabulary, train_bpe
-from espnet2_almtok.recipe.format_data import read_table
+from espnet2_almtok.recipe.kaldi_dir import read_table
 from espnet2_almtok.recipe.kaldi_dir import write_table
 
 TASK_CATEGORIES = {"asr": "speech", "tts": "speech", "caption": "sound"}

@@ -15,17 +15,15 @@ Writes ``result.md``, ``avg_result.txt`` and ``utt_result.txt`` in ``--out_dir``
 
 import argparse
 import logging
-import math
 from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from espnet2_almtok.fileio import atomic_write_text
 from espnet2_almtok.lm.metrics import bleu, cider, dtw_distance, error_rates
-from espnet2_almtok.recipe.format_data import read_table
+from espnet2_almtok.recipe.kaldi_dir import read_table
 
 
 def write_results(out_dir: Path, title: str, avg: Dict[str, float], rows: List[Dict]) -> str:

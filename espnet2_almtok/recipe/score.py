@@ -25,7 +25,7 @@ from tqdm import tqdm
 from espnet2_almtok.audio import read_audio, resample, to_mono_tensor
 from espnet2_almtok.codec.stft_loss import MultiResolutionSTFTLoss
 from espnet2_almtok.fileio import atomic_write_text
-from espnet2_almtok.recipe.format_data import read_table
+from espnet2_almtok.recipe.kaldi_dir import read_table
 
 METRICS = ("mel_distance", "stft_distance", "pesq_wb", "stoi", "si_snr")
 

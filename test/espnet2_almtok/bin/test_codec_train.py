@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import pytest
 import soundfile
 import torch
 import yaml

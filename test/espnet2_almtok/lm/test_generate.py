@@ -8,7 +8,7 @@ from espnet2_almtok.lm.generate import DecodeConfig, LMDecoder
 from espnet2_almtok.lm.layout import CodecLayout, SequenceBuilder
 from espnet2_almtok.lm.model import ALMTokLM
 
-from conftest import DEBUG_CONFIG, DEMO_SENTENCES
+from conftest import DEMO_SENTENCES
 
 
 def decoder(vocab, layout, **config):
