@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the test suite (builds/reuses the venv first). Extra arguments go to pytest.
-#   utils/run_tests.sh            # default suite: unit tests + the demo recipe end to end (~8 min, 2 cores)
-#   utils/run_tests.sh -m slow    # slow suite: the mini_an4 recipe (needs ../shared/data/mini_an4.tar.gz)
+#   utils/run_tests.sh            # default suite: unit tests + both demo recipes end to end (~7 min, 2 cores)
+#   utils/run_tests.sh -m slow    # slow suite: benchmark stage, DAC as LM tokenizer, both recipes on mini_an4
+#                                 # (mini_an4 tests need ../shared/data/mini_an4.tar.gz)
 set -euo pipefail
 root=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 . "$root/utils/env.sh"

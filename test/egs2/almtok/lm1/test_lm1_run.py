@@ -83,7 +83,9 @@ def test_lm_recipe_on_espnet_dac_tokens(demo_codec_recipe):
     assert "no semantic priors and one training stage" in out.stdout
     assert (demo_codec_recipe / "exp/codec_train_dac_debug_stage1/decode_w4/test/scores/result.md").is_file()
     recipe = lm_recipe_beside(demo_codec_recipe)
-    run_recipe(recipe, "--codec_model", "../codec1/exp/codec_train_dac_debug_stage1", "--layout", "delay")
+    # one epoch: 8 heads over a 8.4 k vocabulary make each CPU step ~10x the ALMTokenizer LM's
+    run_recipe(recipe, "--codec_model", "../codec1/exp/codec_train_dac_debug_stage1", "--layout", "delay",
+               "--lm_args", "--max_epoch 1")
     exp = recipe / "exp/lm_train_lm_debug_codec_train_dac_debug_stage1_delay"
     meta = (recipe / "dump/codes/codec_train_dac_debug_stage1/test/codes/meta.yaml").read_text()
     assert "n_q: 8" in meta and "codebook_size: 1024" in meta
