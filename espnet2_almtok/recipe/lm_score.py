@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from espnet2_almtok.fileio import atomic_write_text
@@ -66,14 +67,18 @@ class MelFrames:
         import torchaudio
 
         self.fs = fs
-        self.mel = torchaudio.transforms.MelSpectrogram(fs, n_fft=1024, hop_length=256, n_mels=80)
+        self.n_fft = 1024
+        self.mel = torchaudio.transforms.MelSpectrogram(fs, n_fft=self.n_fft, hop_length=256, n_mels=80)
 
     def __call__(self, spec: str, utt: str) -> np.ndarray:
         from espnet2_almtok.audio import read_audio, resample, to_mono_tensor
 
         wav, sr = read_audio(spec, utt)
         wav = resample(to_mono_tensor(wav, utt), sr, self.fs, utt)
-        return self.mel(wav).clamp(min=1e-5).log().T.numpy(), wav.numel() / self.fs
+        duration = wav.numel() / self.fs
+        if wav.numel() < self.n_fft:  # a very short synthesis: zero-pad to one analysis window
+            wav = torch.nn.functional.pad(wav, (0, self.n_fft - wav.numel()))
+        return self.mel(wav).clamp(min=1e-5).log().T.numpy(), duration
 
 
 def score_tts(ref_scp: Path, hyp_scp: Path, fs: int, asr_ref: Path = None, asr_hyp: Path = None):
