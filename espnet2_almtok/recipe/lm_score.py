@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from espnet2_almtok.fileio import atomic_write_text
 from espnet2_almtok.lm.metrics import bleu, cider, dtw_distance, error_rates
 from espnet2_almtok.recipe.kaldi_dir import read_table
+from espnet2_almtok.recipe.score import LogMel, load
 
 
 def write_results(out_dir: Path, title: str, avg: Dict[str, float], rows: List[Dict]) -> str:
@@ -60,37 +60,17 @@ def score_caption(ref: Path, hyp: Path) -> (Dict, List[Dict]):
     return avg, rows
 
 
-class MelFrames:
-    """80-band log-mel frames ``(T, 80)`` (n_fft 1024, hop 256) at ``fs``."""
-
-    def __init__(self, fs: int = 16000):
-        import torchaudio
-
-        self.fs = fs
-        self.n_fft = 1024
-        self.mel = torchaudio.transforms.MelSpectrogram(fs, n_fft=self.n_fft, hop_length=256, n_mels=80)
-
-    def __call__(self, spec: str, utt: str) -> np.ndarray:
-        from espnet2_almtok.audio import read_audio, resample, to_mono_tensor
-
-        wav, sr = read_audio(spec, utt)
-        wav = resample(to_mono_tensor(wav, utt), sr, self.fs, utt)
-        duration = wav.numel() / self.fs
-        if wav.numel() < self.n_fft:  # a very short synthesis: zero-pad to one analysis window
-            wav = torch.nn.functional.pad(wav, (0, self.n_fft - wav.numel()))
-        return self.mel(wav).clamp(min=1e-5).log().T.numpy(), duration
-
-
 def score_tts(ref_scp: Path, hyp_scp: Path, fs: int, asr_ref: Path = None, asr_hyp: Path = None):
     refs, hyps = read_table(ref_scp), read_table(hyp_scp)
     missing = sorted(set(hyps) - set(refs))
     if missing:
         raise KeyError(f"{len(missing)} synthesized utterance(s) have no reference in {ref_scp}, e.g. {missing[:3]}")
-    mel = MelFrames(fs)
+    log_mel = LogMel(fs)
     rows = []
     for utt in tqdm(sorted(hyps), desc="tts score", unit="utt"):
-        (r, r_dur), (h, h_dur) = mel(refs[utt], utt), mel(hyps[utt], utt)
-        rows.append(dict(utt=utt, mel_dtw=dtw_distance(h, r), dur_ratio=h_dur / r_dur))
+        ref, hyp = load(refs[utt], utt, fs), load(hyps[utt], utt, fs)
+        frames = [log_mel(w).T.numpy() for w in (hyp, ref)]  # (T, 80) each
+        rows.append(dict(utt=utt, mel_dtw=dtw_distance(*frames), dur_ratio=hyp.numel() / ref.numel()))
     avg = {m: float(np.mean([row[m] for row in rows])) for m in ("mel_dtw", "dur_ratio")}
     if asr_hyp is not None:
         rates, asr_rows = score_asr(asr_ref, asr_hyp)

@@ -30,14 +30,29 @@ from espnet2_almtok.recipe.kaldi_dir import read_table
 METRICS = ("mel_distance", "stft_distance", "pesq_wb", "stoi", "si_snr")
 
 
+class LogMel:
+    """Log-mel spectrogram ``(80, frames)`` (n_fft 1024, hop 256) of a waveform ``(T,)``. A clip
+    shorter than one FFT window (e.g. a one-frame synthesis) is zero-padded to one window."""
+
+    n_fft = 1024
+
+    def __init__(self, fs: int = 16000):
+        self.mel = torchaudio.transforms.MelSpectrogram(fs, n_fft=self.n_fft, hop_length=256, n_mels=80)
+
+    def __call__(self, wav: torch.Tensor) -> torch.Tensor:
+        if wav.numel() < self.n_fft:
+            wav = torch.nn.functional.pad(wav, (0, self.n_fft - wav.numel()))
+        return self.mel(wav).clamp(min=1e-5).log()
+
+
 class Scorer:
     def __init__(self, fs: int = 16000):
         self.fs = fs
-        self.mel = torchaudio.transforms.MelSpectrogram(fs, n_fft=1024, hop_length=256, n_mels=80)
+        self.log_mel = LogMel(fs)
         self.stft = MultiResolutionSTFTLoss()
 
     def mel_distance(self, ref: torch.Tensor, hyp: torch.Tensor) -> float:
-        return float((self.mel(ref).clamp(min=1e-5).log() - self.mel(hyp).clamp(min=1e-5).log()).abs().mean())
+        return float((self.log_mel(ref) - self.log_mel(hyp)).abs().mean())
 
     @staticmethod
     def si_snr(ref: torch.Tensor, hyp: torch.Tensor) -> float:
