@@ -67,6 +67,15 @@ def _read_config(config: Union[str, Path]) -> dict:
     return conf
 
 
+def load_state_dict(model_file: Union[str, Path]) -> dict:
+    """The weights of an ESPnet model file: a saved ``state_dict`` or a trainer checkpoint
+    (``checkpoint.pth``: ``{"model": state_dict, "optimizers": ...}``)."""
+    state = torch.load(model_file, map_location="cpu", weights_only=False)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    return state
+
+
 class ALMTokenizer(torch.nn.Module):
     """Audio <-> ALMTokenizer codes. Build with :meth:`from_pretrained` or :meth:`from_config`."""
 
@@ -122,9 +131,7 @@ class ALMTokenizer(torch.nn.Module):
 
     def load_weights(self, model_file: Union[str, Path]) -> None:
         """Load an ESPnet model state dict (``codec.*`` keys) or a trainer checkpoint."""
-        state = torch.load(model_file, map_location="cpu", weights_only=False)
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
+        state = load_state_dict(model_file)
         state = {k[len("codec."):] if k.startswith("codec.") else k: v for k, v in state.items()}
         try:
             self.codec.load_state_dict(state, strict=True)

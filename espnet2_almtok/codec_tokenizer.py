@@ -17,7 +17,7 @@ from typing import Optional, Union
 import torch
 import yaml
 
-from espnet2_almtok.api import ALMTokenizer, _find_config, _find_model_file
+from espnet2_almtok.api import ALMTokenizer, _find_config, _find_model_file, load_state_dict
 from espnet2_almtok.audio import AudioError
 
 
@@ -64,11 +64,8 @@ class ESPnetCodecTokenizer(torch.nn.Module):
         path = Path(path)
         config = _find_config(path)
         model_file = Path(model_file) if model_file else _find_model_file(path)
-        state = torch.load(model_file, map_location="cpu", weights_only=False)
-        if isinstance(state, dict) and isinstance(state.get("model"), dict):  # trainer checkpoint
-            state = state["model"]
         model, args = task.build_model_from_file(config, None, device)
-        model.load_state_dict(state)
+        model.load_state_dict(load_state_dict(model_file))
         return cls(model.codec, args.codec_conf, args.codec).to(device)
 
     @property

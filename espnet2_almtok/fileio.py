@@ -46,6 +46,26 @@ def read_codes_scp(scp: Path, n_q: int = None) -> Iterator[Tuple[str, np.ndarray
         yield key, unflatten_codes(vec, n_q, f"{scp}:{key}")
 
 
+def point_scp_at_final_dir(tmp_codes: Path, final_codes: Path) -> None:
+    """``codes.scp`` is written beside its ark in a temporary dir: name the ark by the path it
+    will have once :func:`move_outputs` has moved the dir to ``final_codes``."""
+    scp = Path(tmp_codes) / "codes.scp"
+    scp.write_text(scp.read_text().replace(str(tmp_codes), str(Path(final_codes).resolve())))
+
+
+def move_outputs(tmp: Path, out: Path) -> None:
+    """Move every entry of the temporary dir ``tmp`` into ``out`` (replacing an earlier one of
+    the same name), then remove ``tmp``: a job's outputs appear only once they are complete."""
+    import shutil
+
+    for item in list(Path(tmp).iterdir()):
+        target = Path(out) / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    shutil.rmtree(tmp)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename (no half-written files)."""
     path = Path(path)

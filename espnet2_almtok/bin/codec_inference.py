@@ -15,7 +15,6 @@ Outputs are written to temporary names and renamed when the job ends, and a
 
 import argparse
 import logging
-import os
 import shutil
 import sys
 import time
@@ -27,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from espnet2_almtok.audio import AudioError
-from espnet2_almtok.fileio import flatten_codes, write_meta
+from espnet2_almtok.fileio import flatten_codes, move_outputs, point_scp_at_final_dir, write_meta
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -137,16 +136,10 @@ def main(cmd=None):
         token_rate=tok.token_rate(window), bitrate=tok.bitrate(window),
         layout="int32 vector per utterance, frame-major: t0q0 t0q1 .. t1q0 ..",
     ))
-    # the scp names the ark by its final path
-    scp = (tmp / "codes" / "codes.scp").read_text().replace(str(tmp / "codes"), str((out / "codes").resolve()))
-    (tmp / "codes" / "codes.scp").write_text(scp)
+    point_scp_at_final_dir(tmp / "codes", out / "codes")
     if not args.encode_only:
         (tmp / "wav" / "wav.scp").write_text("".join(wav_scp))
-    for sub in ("codes", "wav"):
-        if (tmp / sub).exists():
-            shutil.rmtree(out / sub, ignore_errors=True)
-            os.replace(tmp / sub, out / sub)
-    shutil.rmtree(tmp)
+    move_outputs(tmp, out)
     (out / ".done").touch()
 
 

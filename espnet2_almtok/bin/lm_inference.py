@@ -21,7 +21,6 @@ Outputs are written under ``tmp/`` and renamed at the end; ``.done`` makes a rer
 
 import argparse
 import logging
-import os
 import shutil
 import sys
 import time
@@ -32,7 +31,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from espnet2_almtok.fileio import atomic_write_text, flatten_codes, read_meta, unflatten_codes, write_meta
+from espnet2_almtok.fileio import (atomic_write_text, flatten_codes, move_outputs, point_scp_at_final_dir,
+                                   read_meta, unflatten_codes, write_meta)
 from espnet2_almtok.lm.generate import METHODS, DecodeConfig, LMDecoder
 from espnet2_almtok.lm.layout import CONTEXT_POLICIES, TASK_MODALITIES, CodecLayout, SequenceBuilder
 from espnet2_almtok.lm.vocab import TASKS, TextTokenizer, Vocabulary
@@ -73,7 +73,7 @@ def load_lm(model_dir: Optional[str], train_config: Optional[str], model_file: O
     """
     import yaml
 
-    from espnet2_almtok.api import _find_config
+    from espnet2_almtok.api import _find_config, load_state_dict
     from espnet2_almtok.lm.model import build_lm
 
     exp = Path(model_dir) if model_dir else Path(train_config).parent
@@ -90,10 +90,7 @@ def load_lm(model_dir: Optional[str], train_config: Optional[str], model_file: O
         raise ValueError(f"{config} is not an ALMTok LM training config (no token_list); "
                          "give the config.yaml that lm_train wrote")
     model = build_lm(conf.token_list, conf.layout, conf.lm_conf)
-    state = torch.load(model_file, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # trainer checkpoint
-        state = state["model"]
-    model.load_state_dict(state)
+    model.load_state_dict(load_state_dict(model_file))
     return model.to(device).eval(), conf
 
 
@@ -155,12 +152,7 @@ def main(cmd: Sequence[str] = None) -> None:
         write_table(tmp / "score", scores)
     else:
         write_tts_outputs(tmp, out, codes_out, meta, args)
-    for item in list(tmp.iterdir()):
-        target = out / item.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(item, target)
-    shutil.rmtree(tmp)
+    move_outputs(tmp, out)
     atomic_write_text(out / "decode.yaml", "".join(f"{k}: {v}\n" for k, v in vars(args).items()))
     (out / ".done").touch()
 
@@ -197,8 +189,7 @@ def write_tts_outputs(tmp: Path, out: Path, codes: dict, meta: dict, args) -> No
     with kaldiio.WriteHelper(f"ark,scp:{tmp / 'codes' / 'codes.ark'},{tmp / 'codes' / 'codes.scp'}") as w:
         for utt in sorted(codes):
             w[utt] = flatten_codes(codes[utt])
-    scp = (tmp / "codes" / "codes.scp").read_text().replace(str(tmp / "codes"), str((out / "codes").resolve()))
-    (tmp / "codes" / "codes.scp").write_text(scp)
+    point_scp_at_final_dir(tmp / "codes", out / "codes")
     write_meta(tmp / "codes", meta)
     if args.codec_model is None:
         return
