@@ -65,17 +65,18 @@ class LMDecoder:
         self.config = config
         self.generator = generator
         self.num_hit_limit = 0
-        v, s = len(self.vocab), self.layout.num_streams
-        self.text_mask = torch.zeros(v, dtype=torch.bool)
+        self.num_streams = self.layout.num_streams
+        # masks of allowed ids, built once on the model's device (decoding stacks them every step)
+        v = len(self.vocab)
+        self.text_mask = torch.zeros(v, dtype=torch.bool, device=self.device)
         self.text_mask[self.vocab.text_offset: self.vocab.audio_offset] = True
         self.text_mask[EOS] = True
-        self.code_masks = torch.zeros(self.vocab.n_q, v, dtype=torch.bool)
+        self.code_masks = torch.zeros(self.vocab.n_q, v, dtype=torch.bool, device=self.device)
         for q in range(self.vocab.n_q):
             r = self.vocab.audio_range(q)
             self.code_masks[q, r.start: r.stop] = True
-        self.only = torch.zeros(1, v, dtype=torch.bool)  # [0]: just <empty>
-        self.only[0, EMPTY] = True
-        self.num_streams = s
+        self.empty_mask = torch.zeros(v, dtype=torch.bool, device=self.device)
+        self.empty_mask[EMPTY] = True
 
     @property
     def device(self) -> torch.device:
@@ -137,7 +138,7 @@ class LMDecoder:
         """``(S, V)`` ids allowed at step ``k`` of the target (``end``: frames, once known)."""
         s = self.num_streams
         if modality == "text":
-            rows = [self.text_mask] + [self.only[0]] * (s - 1)
+            rows = [self.text_mask] + [self.empty_mask] * (s - 1)
         elif self.layout.layout == "flat":
             q = k % self.vocab.n_q
             m = self.code_masks[q].clone()
@@ -153,9 +154,9 @@ class LMDecoder:
                 elif frame >= 0 and (end is None or frame < end):
                     m = self.code_masks[q]
                 else:
-                    m = self.only[0]
+                    m = self.empty_mask
                 rows.append(m)
-        return torch.stack(rows).to(self.device)
+        return torch.stack(rows)
 
     def _finish(self, rows: List[torch.Tensor], modality: str, hit_limit: bool, score: float = 0.0) -> Output:
         if hit_limit:
