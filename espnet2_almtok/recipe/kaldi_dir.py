@@ -1,6 +1,5 @@
 """Write Kaldi-style data dirs (wav.scp, utt2spk, spk2utt, text, utt2dur) atomically."""
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
@@ -34,12 +33,10 @@ def read_table(path: Path) -> Dict[str, str]:
 
 
 def write_table(path: Path, rows: Dict[str, str]) -> None:
-    """``utt value`` lines sorted by key, written to a temp file then renamed."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        for key in sorted(rows):
-            f.write(f"{key} {rows[key]}\n")
-    os.replace(tmp, path)
+    """``utt value`` lines sorted by key, written atomically."""
+    from espnet2_almtok.fileio import atomic_write_text
+
+    atomic_write_text(path, "".join(f"{key} {rows[key]}\n" for key in sorted(rows)))
 
 
 def write_data_dir(out: Path, utts: Iterable[Utterance], with_duration: bool = True) -> int:

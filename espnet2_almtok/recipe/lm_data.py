@@ -67,7 +67,7 @@ def build_dir(audio_dir: Path, codes_dir: Path, bpemodel: Path, tasks: Sequence[
             continue
         cat = category.get(utt, "speech")
         n_text = len(bpe.encode(text[utt]))
-        n_frames = _num_frames(codes_dir, codes[utt], meta["n_q"])
+        n_frames = _num_frames(codes[utt], meta["n_q"])
         used = False
         for task in tasks:
             if TASK_CATEGORIES[task] != cat:
@@ -107,7 +107,7 @@ def build_dir(audio_dir: Path, codes_dir: Path, bpemodel: Path, tasks: Sequence[
     return counts
 
 
-def _num_frames(codes_dir: Path, spec: str, n_q: int) -> int:
+def _num_frames(spec: str, n_q: int) -> int:
     import kaldiio
 
     return int(kaldiio.load_mat(spec).size // n_q)
