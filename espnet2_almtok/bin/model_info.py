@@ -2,6 +2,10 @@
 """Parameter counts, token rates and bitrates of a training config (the README's figures).
 
     python -m espnet2_almtok.bin.model_info --config conf/tuning/train_almtok_paper.yaml [--markdown]
+    python -m espnet2_almtok.bin.model_info --config conf/tuning/train_lm_base.yaml \
+        [--token_list dump/lm/<codec>/tokens.txt | --nbpe 5000 --n_q 3 --codebook_size 2048]
+
+An LM's size depends on its vocabulary: give the recipe's token list, or the sizes to assume.
 """
 
 import argparse
@@ -18,7 +22,16 @@ def main(argv: Sequence[str] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)
     p.add_argument("--markdown", action="store_true", help="print the rate table as markdown")
+    p.add_argument("--token_list", default=None, help="LM configs: the vocabulary (tokens.txt)")
+    p.add_argument("--nbpe", type=int, default=5000, help="LM configs without --token_list: text pieces")
+    p.add_argument("--n_q", type=int, default=3, help="LM configs without --token_list: codebooks")
+    p.add_argument("--codebook_size", type=int, default=2048, help="LM configs without --token_list")
     args = p.parse_args(argv)
+    import yaml
+
+    conf = yaml.safe_load(open(args.config)) or {}
+    if "lm_conf" in conf:
+        return lm_info(conf, args)
     from espnet2_almtok.api import ALMTokenizer
 
     tok = ALMTokenizer.from_config(args.config, use_priors=False)
@@ -41,6 +54,24 @@ def main(argv: Sequence[str] = None) -> None:
     else:
         for w, tr, br in rows:
             print(f"w={w:2d}: {tr:6.2f} tokens/s, {br:7.1f} bps")
+
+
+def lm_info(conf: dict, args: argparse.Namespace) -> None:
+    from espnet2_almtok.lm.model import build_lm
+    from espnet2_almtok.lm.vocab import Vocabulary
+
+    if args.token_list:
+        vocab = Vocabulary.from_token_list(args.token_list)
+    else:
+        vocab = Vocabulary([f"<piece{i}>" for i in range(args.nbpe)], args.n_q, args.codebook_size)
+    print(f"config: {args.config}")
+    print(f"vocabulary: {len(vocab)} ids ({len(vocab.text_pieces)} text pieces, {vocab.n_q} x "
+          f"{vocab.codebook_size} codes)")
+    for layout in ("flat", "delay"):
+        model = build_lm(vocab.token_list(), layout, conf["lm_conf"])
+        mark = " (the config's)" if layout == conf.get("layout", "flat") else ""
+        print(f"layout {layout}{mark}: {count(model) / 1e6:.1f} M parameters "
+              f"({model.num_streams} output head(s))")
 
 
 if __name__ == "__main__":

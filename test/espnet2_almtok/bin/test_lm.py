@@ -136,3 +136,13 @@ def test_lm_train_print_config_round_trip(tmp_path):
     (tmp_path / "printed.yaml").write_text(out)
     again = run(["-m", "espnet2_almtok.bin.lm_train", "--config", "printed.yaml", "--print_config"], cwd=tmp_path)
     assert yaml.safe_load(again.stdout) == printed
+
+
+def test_model_info_reports_lm_sizes(capsys):
+    """The README's LM sizes come from this command."""
+    from espnet2_almtok.bin import model_info
+
+    model_info.main(["--config", str(ROOT / "conf/tuning/train_lm_base.yaml")])
+    out = capsys.readouterr().out
+    assert "11160 ids (5000 text pieces, 3 x 2048 codes)" in out
+    assert "layout flat (the config's): 102.2 M parameters" in out and "layout delay: 119.4 M" in out
