@@ -4,9 +4,17 @@ The generator is :class:`ALMTokenizerGenerator`; the discriminator is ESPnet's m
 multi-band STFT discriminator (as in ESPnet's DAC); adversarial, feature-matching and
 multi-scale mel losses are ESPnet's; the multi-resolution STFT loss is ours (ESPnet has none).
 
-Two-stage training is a matter of switches: stage 1 ``use_mae_loss: true, use_ar_loss: false``
-with frozen semantic-prior codebooks; stage 2 ``use_ar_loss: true`` initialised from stage 1
-with ``--init_param`` and encoder parts frozen with ``--freeze_param``.
+Two-stage training is a matter of switches (the recipe sets them):
+
+- stage 1 (``use_mae_loss: true, use_ar_loss: true``): the autoencoder with frozen
+  semantic-prior codebooks, the MAE loss and the AR loss along RVQ depth. Both semantic losses
+  shape the tokens through the encoder, so they belong where the encoder trains.
+- stage 2 (``use_mae_loss: false, use_ar_loss: false``): a reconstruction fine-tune from stage
+  1 (``--init_param``) on clean, unmasked encodings, with the token-producing side frozen
+  (``--freeze_param``), so the codes of a clip do not change while the decoder adapts.
+
+Validation runs the regime being trained: with ``use_mae_loss`` it masks the encoder input as
+training does (drawn from a fixed seed, so every epoch sees the same masks).
 """
 
 import copy
@@ -84,7 +92,8 @@ class ALMTokenizerCodec(AbsGANCodec):
             ``MultiScaleMultiPeriodMultiBandDiscriminator`` (``sample_rate`` is filled in).
         inference_window: ``w`` used for validation, ``encode``/``decode`` without a window,
             and ``meta_info()['frame_shift']``.
-        use_mae_loss / use_ar_loss: the semantic objectives (stage 1: MAE; stage 2: + AR).
+        use_mae_loss / use_ar_loss: the semantic objectives (stage 1: both; stage 2: neither).
+        valid_mask_seed: seed of the MAE masks drawn in validation.
         lambda_*: loss weights.
         cache_generator_outputs: reuse the generator pass between the D and G turns.
     """
@@ -103,7 +112,7 @@ class ALMTokenizerCodec(AbsGANCodec):
         mel_loss_params: Dict[str, Any] = DEFAULT_MEL_LOSS,
         stft_loss_params: Dict[str, Any] = get_default_kwargs(MultiResolutionSTFTLoss),
         use_mae_loss: bool = True,
-        use_ar_loss: bool = False,
+        use_ar_loss: bool = True,
         lambda_mel: float = 15.0,
         lambda_stft: float = 1.0,
         lambda_adv: float = 1.0,
@@ -111,8 +120,9 @@ class ALMTokenizerCodec(AbsGANCodec):
         lambda_commit: float = 1.0,
         lambda_codebook: float = 1.0,
         lambda_mae: float = 1.0,
-        lambda_ar: float = 0.1,
+        lambda_ar: float = 1.0,
         cache_generator_outputs: bool = True,
+        valid_mask_seed: int = 0,
     ):
         super().__init__()
         generator_params = {**DEFAULT_GENERATOR, **generator_params, "sample_rate": sampling_rate}
@@ -134,6 +144,7 @@ class ALMTokenizerCodec(AbsGANCodec):
         self.cache_generator_outputs = cache_generator_outputs
         self._cache = None
         self.fs = sampling_rate
+        self.valid_mask_seed = valid_mask_seed
 
     # ---------------------------------------------------------------- ESPnet codec contract
     def meta_info(self) -> Dict[str, Any]:
@@ -147,25 +158,31 @@ class ALMTokenizerCodec(AbsGANCodec):
             "token_rate": g.frame_rate / self.inference_window,
         }
 
-    def forward(self, audio: torch.Tensor, forward_generator: bool = True, **kwargs) -> Dict[str, Any]:
-        """``audio`` ``(B, T_wav)``; returns ESPnet's ``loss/stats/weight/optim_idx`` dict."""
+    def forward(self, audio: torch.Tensor, forward_generator: bool = True,
+                audio_lengths: Optional[torch.Tensor] = None, **kwargs) -> Dict[str, Any]:
+        """``audio`` ``(B, T_wav)`` (``audio_lengths`` ``(B,)`` real samples, when the batch is
+        padded); returns ESPnet's ``loss/stats/weight/optim_idx`` dict."""
         if forward_generator:
-            return self._forward_generator(audio)
-        return self._forward_discriminator(audio)
+            return self._forward_generator(audio, audio_lengths)
+        return self._forward_discriminator(audio, audio_lengths)
 
-    def _generate(self, audio: torch.Tensor):
+    def _generate(self, audio: torch.Tensor, lengths: Optional[torch.Tensor]):
         if self.cache_generator_outputs and self._cache is not None:
             return self._cache, True
         window = random.choice(self.generator.windows) if self.training else self.inference_window
-        out = self.generator(audio.unsqueeze(1), window, use_mae=self.use_mae_loss and self.training,
-                             use_ar=self.use_ar_loss)
+        mae_generator = None
+        if not self.training and self.use_mae_loss:
+            mae_generator = torch.Generator(audio.device).manual_seed(self.valid_mask_seed)
+        out = self.generator(audio.unsqueeze(1), window, use_mae=self.use_mae_loss,
+                             use_ar=self.use_ar_loss, lengths=lengths,
+                             mae_generator=mae_generator)
         out["window"] = window
         if self.training and self.cache_generator_outputs:
             self._cache = out
         return out, False
 
-    def _forward_generator(self, audio: torch.Tensor) -> Dict[str, Any]:
-        out, reused = self._generate(audio)
+    def _forward_generator(self, audio: torch.Tensor, lengths: Optional[torch.Tensor]) -> Dict[str, Any]:
+        out, reused = self._generate(audio, lengths)
         wav = audio.unsqueeze(1)
         resyn = out["resyn"]
         p_hat = self.discriminator(resyn)
@@ -195,8 +212,8 @@ class ALMTokenizerCodec(AbsGANCodec):
             self._cache = None
         return {"loss": loss, "stats": stats, "weight": weight, "optim_idx": 0}
 
-    def _forward_discriminator(self, audio: torch.Tensor) -> Dict[str, Any]:
-        out, reused = self._generate(audio)
+    def _forward_discriminator(self, audio: torch.Tensor, lengths: Optional[torch.Tensor]) -> Dict[str, Any]:
+        out, reused = self._generate(audio, lengths)
         p_hat = self.discriminator(out["resyn"].detach())
         p = self.discriminator(audio.unsqueeze(1))
         real_loss, fake_loss = self.discriminator_adv_loss(p_hat, p)

@@ -35,8 +35,11 @@ class LogMelFrames(nn.Module):
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         frames = wav.shape[-1] // self.hop_length
+        # zeros past the end (not the STFT's reflection of the last samples), so the target of
+        # a frame does not depend on how much padding follows the clip
+        wav = nn.functional.pad(wav.squeeze(1).float(), (0, self.mel.n_fft // 2))
         with torch.autocast(wav.device.type, enabled=False):
-            mel = self.mel(wav.squeeze(1).float())[..., :frames]
+            mel = self.mel(wav)[..., :frames]
         return torch.log(mel.clamp(min=1e-5)).transpose(1, 2)
 
 
@@ -106,7 +109,7 @@ class ALMTokenizerGenerator(nn.Module):
         self.depatchify = DePatchify(hidden_dim, patch_channels, tuple(reversed(patch_strides)))
         self.mae_target = LogMelFrames(sample_rate, self.hop_length, n_mels)
         self.mae_head = MAEHead(hidden_dim, n_mels, mae_layers, num_heads)
-        self.ar_head = ARHead(codebook_dim, codebook_size, ar_dim, ar_layers, max(1, ar_dim // 64))
+        self.ar_head = ARHead(codebook_dim, n_q, ar_dim, ar_layers, max(1, ar_dim // 64))
 
     # ----------------------------------------------------------------------------------------
     @property
@@ -125,6 +128,19 @@ class ALMTokenizerGenerator(nn.Module):
         return nn.functional.pad(wav, (0, pad)) if pad else wav
 
     # ----------------------------------------------------------------------------------------
+    def valid_counts(self, lengths: torch.Tensor, window: int):
+        """Samples ``(B,)`` -> (frames holding real samples ``(B,)``, real tokens ``(B,)``)."""
+        frames = (lengths + self.hop_length - 1) // self.hop_length
+        return frames, (frames + window - 1) // window
+
+    def patchify_frames(self, wav: torch.Tensor, n_frames: int) -> torch.Tensor:
+        """``(B, 1, T_wav)`` -> frames ``(B, n_frames, C)``. A zero margin of
+        ``pad_margin_frames`` lets the last frames see zeros past the clip, as they would
+        with padding after it: a clip's frames do not depend on the padding in its batch."""
+        margin = self.pad_margin_frames * self.hop_length
+        padded = nn.functional.pad(wav, (0, margin)) if margin else wav
+        return self.patchify(padded)[..., :n_frames].transpose(1, 2)
+
     def encode_frames(self, frames: torch.Tensor, window: int,
                       frame_lengths: Optional[torch.Tensor] = None):
         """Patchified frames ``(B, T, C)`` (``T`` a multiple of ``window``) -> query outputs
@@ -139,32 +155,60 @@ class ALMTokenizerGenerator(nn.Module):
         seq = self.encoder(seq, padding_mask=pad_mask)
         return retrieve_queries(seq, window), retrieve_frames(seq, window)
 
-    def decode_latents(self, quantized: torch.Tensor, window: int) -> torch.Tensor:
-        """Quantized queries ``(B, N, C)`` -> waveform ``(B, 1, N * w * hop_length)``."""
+    def decode_latents(self, quantized: torch.Tensor, window: int,
+                       token_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Quantized queries ``(B, N, C)`` -> waveform ``(B, 1, N * w * hop_length)``;
+        ``token_lengths`` ``(B,)`` keeps padded tokens out of attention."""
         seq = expand_with_masks(quantized, self.decoder_mask_token, window)
-        frames = retrieve_mask_frames(self.decoder(seq), window)  # (B, T, C)
+        pad_mask = None
+        if token_lengths is not None:
+            pad_mask = interleaved_padding_mask(token_lengths * window, quantized.shape[1], window)
+        frames = retrieve_mask_frames(self.decoder(seq, padding_mask=pad_mask), window)  # (B, T, C)
         return self.depatchify(frames.transpose(1, 2))
 
     # ----------------------------------------------------------------------------------------
-    def forward(self, wav: torch.Tensor, window: int, use_mae: bool = False,
-                use_ar: bool = False) -> Dict[str, torch.Tensor]:
+    def forward(self, wav: torch.Tensor, window: int, use_mae: bool = False, use_ar: bool = False,
+                lengths: Optional[torch.Tensor] = None, mae_mask: Optional[torch.Tensor] = None,
+                mae_generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
         """Training pass. ``wav`` ``(B, 1, T_wav)`` -> dict with ``resyn`` ``(B, 1, T_wav)``,
-        ``codes`` ``(B, n_q, N)`` and the losses ``commit``, ``codebook``, ``mae``, ``ar``."""
-        length = wav.shape[-1]
+        ``codes`` ``(B, n_q, N)`` and the losses ``commit``, ``codebook``, ``mae``, ``ar``.
+
+        ``lengths`` ``(B,)`` are the clips' real samples (default: all ``T_wav``). Padding --
+        the zeros that round a clip up to whole tokens and those after a shorter clip in the
+        batch -- is never attended, masked for the MAE loss or counted by any loss; the
+        resynthesis is zero past each clip's end. With ``use_mae`` the encoder input has
+        ``mae_mask_ratio`` of its real frames replaced by the mask embedding, drawn with
+        ``mae_generator`` (or given as ``mae_mask`` ``(B, T)``, True = masked); without it the
+        pass is the clean one that inference runs.
+        """
+        b, length = wav.shape[0], wav.shape[-1]
+        if lengths is None:
+            lengths = torch.full((b,), length, dtype=torch.long, device=wav.device)
+        lengths = lengths.to(device=wav.device, dtype=torch.long)
         wav = self.pad_to_window(wav, window)
         n_frames = wav.shape[-1] // self.hop_length
+        frame_len, token_len = self.valid_counts(lengths, window)
+        token_mask = torch.arange(n_frames // window, device=wav.device) < token_len.unsqueeze(1)
+
         frame_mask = None
         if use_mae and self.mae_mask_ratio > 0:
-            frame_mask = random_frame_mask(wav.shape[0], n_frames, self.mae_mask_ratio, wav.device)
-        frames = self.patchify(wav).transpose(1, 2)  # (B, T, C)
+            frame_mask = mae_mask if mae_mask is not None else random_frame_mask(
+                b, n_frames, self.mae_mask_ratio, wav.device, mae_generator, lengths=frame_len)
+        frames = self.patchify_frames(wav, n_frames)  # (B, T, C)
         if frame_mask is not None:
             frames = torch.where(frame_mask.unsqueeze(-1), self.mae_mask_token.to(frames.dtype), frames)
-        queries, enc_frames = self.encode_frames(frames, window)
-        quantized, codes, latents, commit, cb_loss = self.quantizer(queries)
-        resyn = self.decode_latents(quantized, window)[..., :length]
+        queries, enc_frames = self.encode_frames(frames, window, token_len * window)
+        quantized, codes, latents, commit, cb_loss = self.quantizer(queries, mask=token_mask)
+        resyn = self.decode_latents(quantized, window, token_len)[..., :length]
+        sample_mask = torch.arange(length, device=wav.device) < lengths.unsqueeze(1)
+        resyn = resyn * sample_mask.unsqueeze(1).to(resyn.dtype)
+
         zero = wav.new_zeros(())
-        mae = self.mae_head.loss(enc_frames, self.mae_target(wav), frame_mask) if frame_mask is not None else zero
-        ar = self.ar_head.loss(latents[:, 0], codes[:, 0]) if use_ar else zero
+        mae = zero
+        if frame_mask is not None:
+            frame_pad = torch.arange(n_frames, device=wav.device) >= frame_len.unsqueeze(1)
+            mae = self.mae_head.loss(enc_frames, self.mae_target(wav), frame_mask, frame_pad)
+        ar = self.ar_head.loss(latents, token_mask) if use_ar else zero
         return dict(resyn=resyn, codes=codes, commit=commit, codebook=cb_loss, mae=mae, ar=ar)
 
     @torch.no_grad()
@@ -176,15 +220,13 @@ class ALMTokenizerGenerator(nn.Module):
         ``ceil(length / (hop_length * w))`` tokens are padding (left as computed).
         """
         window = self.check_window(window)
+        n_q = self.quantizer.check_n_q(n_q)
         wav = self.pad_to_window(wav, window)
         n_frames = wav.shape[-1] // self.hop_length
-        margin = self.pad_margin_frames * self.hop_length
-        padded = nn.functional.pad(wav, (0, margin)) if margin else wav
         frames_len = None
         if lengths is not None:
-            unit = self.hop_length * window
-            frames_len = ((lengths + unit - 1) // unit) * window
-        frames = self.patchify(padded)[..., :n_frames].transpose(1, 2)
+            frames_len = self.valid_counts(lengths, window)[1] * window
+        frames = self.patchify_frames(wav, n_frames)
         queries, _ = self.encode_frames(frames, window, frames_len)
         return self.quantizer(queries, n_q=n_q)[1]
 

@@ -34,8 +34,18 @@ def load_codebook(path: Union[str, Path], codebook_size: int, dim: int) -> torch
     return torch.from_numpy(arr.astype(np.float32))
 
 
+def masked_mse(x: torch.Tensor, y: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean squared error over ``(B, N, D)`` tensors, counting only positions where ``mask``
+    ``(B, N)`` is True (all of them when ``mask`` is None)."""
+    err = (x - y).pow(2).mean(-1)  # (B, N)
+    if mask is None:
+        return err.mean()
+    mask = mask.to(err.dtype)
+    return (err * mask).sum() / mask.sum().clamp(min=1.0)
+
+
 class VectorQuantizer(nn.Module):
-    """One codebook ``(K, D)``: nearest-neighbour (L2) lookup with a straight-through estimator."""
+    """One codebook ``(K, D)``: nearest-neighbour (L2) lookup."""
 
     def __init__(self, codebook_size: int, dim: int, init: Optional[torch.Tensor] = None,
                  frozen: bool = False):
@@ -59,17 +69,26 @@ class VectorQuantizer(nn.Module):
         """indices ``(...)`` -> vectors ``(..., D)``."""
         return F.embedding(codes, self.codebook)
 
-    def forward(self, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``z``: ``(B, N, D)`` -> (straight-through quantized, codes ``(B, N)``, commit, codebook loss)."""
-        codes = self.nearest(z.detach())
+    def forward(self, residual: torch.Tensor, mask: Optional[torch.Tensor] = None):
+        """``residual`` ``(B, N, D)`` -> (codebook vectors ``(B, N, D)`` (differentiable only
+        w.r.t. a learnable codebook), codes ``(B, N)``, commitment loss, codebook loss).
+
+        ``mask`` ``(B, N)`` (True = a real token) restricts both losses to real tokens.
+        """
+        codes = self.nearest(residual.detach())
         q = self.lookup(codes)
-        commit = F.mse_loss(z, q.detach())
-        cb_loss = z.new_zeros(()) if self.frozen else F.mse_loss(q, z.detach())
-        return z + (q - z).detach(), codes, commit, cb_loss
+        commit = masked_mse(residual, q.detach(), mask)
+        cb_loss = residual.new_zeros(()) if self.frozen else masked_mse(q, residual.detach(), mask)
+        return q, codes, commit, cb_loss
 
 
 class ResidualVQ(nn.Module):
     """``n_q`` residual codebooks in a projected space.
+
+    Straight-through estimation is done once, over the sum of the ``n_q`` codebook vectors:
+    ``z_q = z + (sum_k c_k - z).detach()``, so the gradient the decoder sends to the encoder is
+    the same whatever ``n_q`` is (a per-layer straight-through summed over layers would scale
+    it by ``n_q``).
 
     Args:
         input_dim: encoder width ``C``.
@@ -99,25 +118,42 @@ class ResidualVQ(nn.Module):
         self.n_q = n_q
         self.codebook_size = codebook_size
 
-    def forward(self, h: torch.Tensor, n_q: Optional[int] = None):
+    def check_n_q(self, n_q: Optional[int]) -> int:
+        if n_q is None:
+            return self.n_q
+        if isinstance(n_q, bool) or not isinstance(n_q, int) or not 1 <= n_q <= self.n_q:
+            raise ValueError(f"n_q must be an integer in 1..{self.n_q} (the model's codebooks), got {n_q!r}")
+        return n_q
+
+    def forward(self, h: torch.Tensor, n_q: Optional[int] = None, mask: Optional[torch.Tensor] = None):
         """``h``: ``(B, N, C)`` -> (quantized ``(B, N, C)``, codes ``(B, n_q, N)``, per-layer
-        quantized latents ``(B, n_q, N, D)``, commitment loss, codebook loss)."""
-        n_q = n_q or self.n_q
-        residual = self.project_in(h)
-        total = torch.zeros_like(residual)
+        latents ``(B, n_q, N, D)``, commitment loss, codebook loss).
+
+        The per-layer latent ``k`` is ``r_k + (c_k - r_k).detach()`` for the residual ``r_k`` it
+        quantizes: its value is the codebook vector ``c_k`` and its gradient goes to the encoder
+        (the AR loss along depth trains through it). ``mask`` ``(B, N)`` (True = a real token)
+        keeps padded tokens out of the losses.
+        """
+        n_q = self.check_n_q(n_q)
+        z = self.project_in(h)
+        residual = z
+        total = torch.zeros_like(z)
         codes: List[torch.Tensor] = []
         latents: List[torch.Tensor] = []
         commit = h.new_zeros(())
         cb_loss = h.new_zeros(())
         for layer in self.layers[:n_q]:
-            q, c, l_commit, l_cb = layer(residual)
-            residual = residual - q.detach()
-            total = total + q
-            codes.append(c)
-            latents.append(q)
+            c, idx, l_commit, l_cb = layer(residual, mask)
+            latents.append(residual + (c - residual).detach())
+            residual = residual - c.detach()
+            total = total + c
+            codes.append(idx)
             commit = commit + l_commit
             cb_loss = cb_loss + l_cb
-        return self.project_out(total), torch.stack(codes, 1), torch.stack(latents, 1), commit, cb_loss
+        # One straight-through for the whole stack; learnable codebooks learn from the codebook
+        # loss (VQ-VAE), not from the decoder.
+        quantized = z + (total - z).detach()
+        return self.project_out(quantized), torch.stack(codes, 1), torch.stack(latents, 1), commit, cb_loss
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes ``(B, n_q', N)`` (``n_q' <= n_q``) -> quantized ``(B, N, C)``."""
@@ -125,6 +161,8 @@ class ResidualVQ(nn.Module):
             raise ValueError(f"codes must be (B, n_q, N), got shape {tuple(codes.shape)}")
         if codes.shape[1] > self.n_q:
             raise ValueError(f"codes have {codes.shape[1]} codebooks, the model has {self.n_q}")
+        if codes.shape[1] == 0:
+            raise ValueError("codes have 0 codebooks; give at least the first")
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
             raise ValueError(
                 f"codes out of range [0, {self.codebook_size}): min={int(codes.min())}, "

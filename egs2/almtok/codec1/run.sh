@@ -25,7 +25,12 @@ prior_max_utts=2000
 residual_init=kmeans       # codebooks 2..n_q: kmeans of residuals | random
 stage1_args=""             # extra options for training stage 1 (e.g. "--max_epoch 50")
 stage2_args=""
-stage2_freeze_param="codec.generator.patchify codec.generator.mae_head"   # (confirm) see README
+# Stage 2 is a reconstruction fine-tune: the token-producing side (patchify, encoder, query and
+# MAE mask tokens, quantizer input projection, codebooks) and the training-only heads are frozen,
+# so a clip's codes do not change; the decoder side (quantizer output projection, decoder mask
+# token, decoder, de-patchify) trains on clean encodings. (confirm: the paper's exact split)
+stage2_freeze_param="codec.generator.patchify codec.generator.encoder codec.generator.query_token codec.generator.mae_mask_token codec.generator.quantizer.project_in codec.generator.quantizer.layers codec.generator.mae_head codec.generator.ar_head"
+stage2_codec_conf="use_mae_loss=false use_ar_loss=false"   # stage 2: no MAE masking, no AR loss
 window=4                   # decoding: query window w (token rate = 50 Hz / w)
 decode_nj=2
 benchmark_args=""          # stage 10: extra options, e.g. "--quick" or "--train_steps 1000"
@@ -40,10 +45,12 @@ Stages:
   3  semantic priors: s3prl features (--ssl_upstream/--ssl_path/--ssl_layer), residual k-means
      -> exp/semantic_prior/codebook_{1..n_q}.npy
   4  shapes for ESPnet's samplers -> dump/raw/<set>/audio_shape
-  5  codec training, stage 1: frozen semantic-prior codebooks, MAE loss -> exp/codec_<tag>_stage1
+  5  codec training, stage 1: frozen semantic-prior codebooks, MAE + AR (along RVQ depth) losses,
+     as the config sets them -> exp/codec_<tag>_stage1
      (an ESPnet codec config, e.g. conf/tuning/train_dac_debug.yaml: its only training stage)
-  6  codec training, stage 2: --init_param stage 1, AR loss on, --freeze_param
-     (${stage2_freeze_param}) -> exp/codec_<tag>_stage2
+  6  codec training, stage 2: reconstruction fine-tune from stage 1 (--init_param) on clean
+     encodings (--stage2_codec_conf "${stage2_codec_conf}"), token side frozen
+     (--stage2_freeze_param "${stage2_freeze_param}") -> exp/codec_<tag>_stage2
   7  decoding: tokens (Kaldi ark/scp) + resynthesis at --window w -> <exp>/decode_w<w>/<set>
   8  scoring: mel/STFT distance, PESQ, STOI, SI-SNR, token rate, bitrate -> .../scores/
   9  packing: <exp>/almtok_packed.zip for ALMTokenizer.from_pretrained
@@ -54,6 +61,7 @@ Options (default):
   --ssl_upstream (${ssl_upstream}) --ssl_path (${ssl_path}) --ssl_layer (${ssl_layer})
   --window (${window}) --ngpu (${ngpu}) --nj (${nj}) --decode_nj (${decode_nj}) --on_bad (${on_bad})
   --stage1_args/--stage2_args "extra training options", --tag NAME
+  --stage2_freeze_param "param prefixes", --stage2_codec_conf "key=value ..." (stage 2's split)
 Every stage is resumable: rerun the same command after a kill.
 HELP
 )
@@ -148,10 +156,9 @@ best_model() {  # the weights a later stage starts from
 
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   if [ "${codec_type}" = almtok ]; then
-    log "Stage 5: codec training, stage 1 (frozen semantic priors, MAE loss)"
+    log "Stage 5: codec training, stage 1 (frozen semantic priors; MAE/AR losses as in ${train_config})"
     # shellcheck disable=SC2086
-    train_codec "${exp1}" --codec_conf "generator_params.codebook_init=$(prior_list)" \
-      --codec_conf use_mae_loss=true --codec_conf use_ar_loss=false ${stage1_args}
+    train_codec "${exp1}" --codec_conf "generator_params.codebook_init=$(prior_list)" ${stage1_args}
   else
     log "Stage 5: codec training (${codec_type})"
     # shellcheck disable=SC2086
@@ -160,9 +167,10 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
 fi
 
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ] && [ "${codec_type}" = almtok ]; then
-  log "Stage 6: codec training, stage 2 (AR loss, init from stage 1, freeze: ${stage2_freeze_param})"
+  log "Stage 6: codec training, stage 2 (reconstruction fine-tune: ${stage2_codec_conf}; frozen: ${stage2_freeze_param})"
+  conf_args=(); for kv in ${stage2_codec_conf}; do conf_args+=(--codec_conf "${kv}"); done
   # shellcheck disable=SC2086
-  train_codec "${exp2}" --codec_conf "generator_params.codebook_init=$(prior_list)" --codec_conf use_ar_loss=true \
+  train_codec "${exp2}" --codec_conf "generator_params.codebook_init=$(prior_list)" "${conf_args[@]}" \
     --init_param "$(best_model "${exp1}")" --freeze_param ${stage2_freeze_param} ${stage2_args}
 fi
 

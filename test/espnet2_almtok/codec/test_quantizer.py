@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from espnet2_almtok.codec.quantizer import ResidualVQ, VectorQuantizer
+from espnet2_almtok.codec.quantizer import ResidualVQ
 
 
 def test_codes_are_the_nearest_centroid_of_a_known_codebook(tmp_path):
@@ -48,12 +48,53 @@ def test_frozen_codebook_is_unchanged_by_an_optimizer_step():
     assert not torch.equal(rvq.layers[1].codebook, before[1])
 
 
-def test_straight_through_gradient_reaches_the_input():
-    vq = VectorQuantizer(8, 4)
-    z = torch.randn(1, 5, 4, requires_grad=True)
-    q, _, _, _ = vq(z)
-    q.sum().backward()
-    assert torch.allclose(z.grad, torch.ones_like(z))
+def encoder_grad(rvq: ResidualVQ, h: torch.Tensor, n_q: int, upstream: torch.Tensor) -> torch.Tensor:
+    h = h.clone().requires_grad_(True)
+    quantized = rvq(h, n_q=n_q)[0]
+    (quantized * upstream).sum().backward()
+    return h.grad
+
+
+def test_encoder_gradient_from_the_decoder_does_not_depend_on_n_q():
+    torch.manual_seed(0)
+    rvq = ResidualVQ(8, 6, 32, n_q=3)
+    h = torch.randn(2, 7, 8)
+    upstream = torch.randn(2, 7, 8)  # the decoder's gradient w.r.t. the quantized output
+    g1, g3 = encoder_grad(rvq, h, 1, upstream), encoder_grad(rvq, h, 3, upstream)
+    assert torch.allclose(g1, g3, atol=1e-6)
+    # and it is the plain straight-through gradient: d project_out(project_in(h)) / dh
+    expected = upstream @ rvq.project_out.weight @ rvq.project_in.weight
+    assert torch.allclose(g3, expected, atol=1e-5)
+
+
+def test_layer_latents_carry_codebook_values_and_encoder_gradient():
+    torch.manual_seed(0)
+    rvq = ResidualVQ(8, 6, 32, n_q=3)
+    h = torch.randn(1, 5, 8, requires_grad=True)
+    _, codes, latents, _, _ = rvq(h)
+    for k, layer in enumerate(rvq.layers):
+        assert torch.allclose(latents[:, k], layer.lookup(codes[:, k]), atol=1e-6)
+    latents[:, 2].sum().backward()
+    assert h.grad is not None and h.grad.abs().sum() > 0
+
+
+def test_commitment_and_codebook_losses_count_real_tokens_only():
+    torch.manual_seed(0)
+    rvq = ResidualVQ(8, 6, 32, n_q=3, frozen=[True, False, False])
+    x = torch.randn(1, 5, 8)
+    padded = torch.cat([x, 100 * torch.randn(1, 3, 8)], dim=1)  # garbage where the padding is
+    mask = torch.arange(8).unsqueeze(0) < 5
+    _, codes, _, commit, cb = rvq(x)
+    _, codes_p, _, commit_p, cb_p = rvq(padded, mask=mask)
+    assert torch.equal(codes, codes_p[..., :5])
+    assert torch.allclose(commit, commit_p) and torch.allclose(cb, cb_p)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 4, 1.5, True])
+def test_n_q_outside_the_models_codebooks_is_refused(bad):
+    rvq = ResidualVQ(8, 4, 16, n_q=3)
+    with pytest.raises(ValueError, match=r"n_q must be an integer in 1\.\.3"):
+        rvq(torch.randn(1, 2, 8), n_q=bad)
 
 
 def test_bad_prior_file_and_bad_codes_are_reported(tmp_path):
