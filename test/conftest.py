@@ -71,6 +71,16 @@ def demo_codec_recipe(tmp_path_factory) -> Path:
     return recipe
 
 
+def recipe_default(name: str, recipe: str = "codec1") -> str:
+    """A variable's default in a recipe's run.sh (``name="value"``): what a user gets."""
+    import re
+
+    text = (RECIPES / recipe / "run.sh").read_text()
+    match = re.search(rf'^{name}="([^"]*)"', text, re.M)
+    assert match, f"{name} has no default in egs2/almtok/{recipe}/run.sh"
+    return match.group(1)
+
+
 def run_python(args, cwd, timeout=600) -> subprocess.CompletedProcess:
     """``python ARGS`` with this clone importable; fails the test with the tail of stderr."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

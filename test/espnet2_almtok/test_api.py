@@ -113,13 +113,16 @@ def test_state_dict_round_trip_through_from_pretrained(tmp_path, debug_config, t
     assert torch.equal(loaded.encode(wav, 16000), tokenizer.encode(wav, 16000))
 
 
-def test_paper_config_builds_and_codes_at_the_paper_rates():
+@pytest.mark.parametrize("config, fs", [("train_almtok_paper.yaml", 24000), ("train_almtok_speech16k.yaml", 16000)])
+def test_paper_size_configs_build_and_code_at_the_paper_rates(config, fs):
     from conftest import ROOT
 
-    tok = ALMTokenizer.from_config(ROOT / "conf/tuning/train_almtok_paper.yaml")
-    assert (tok.n_q, tok.codebook_size, tok.sample_rate) == (3, 2048, 16000)
-    assert tok.bitrate(4) == pytest.approx(412.5)
-    n_params = sum(p.numel() for p in tok.codec.generator.parameters())
-    assert 100e6 < n_params < 120e6  # the README and the config state 110.6 M
-    codes = tok.encode(speechlike(1.0), 16000, window=8)
+    tok = ALMTokenizer.from_config(ROOT / "conf/tuning" / config)
+    assert (tok.n_q, tok.codebook_size, tok.sample_rate) == (3, 2048, fs)
+    assert tok.token_rate(4) == pytest.approx(12.5) and tok.bitrate(4) == pytest.approx(412.5)
+    gen = tok.codec.generator
+    n_params = sum(p.numel() for p in gen.parameters())
+    assert 100e6 < n_params < 120e6  # the README and the config state 109.9 M
+    codes = tok.encode(speechlike(1.0, sr=fs), fs, window=8)
     assert codes.shape == (1, 3, 7) and int(codes.max()) < 2048
+    assert tok.decode(codes, window=8).shape == (1, 7 * 8 * gen.hop_length)

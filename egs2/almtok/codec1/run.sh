@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 stage=1
 stop_stage=9
 corpus=demo                # demo | mini_an4 | librispeech | audio_dir (paths in db.sh)
-fs=16000
+fs=""                      # audio rate of dump/raw (default: the config's codec_conf.sampling_rate)
 train_set=train
 valid_set=dev
 test_sets="test"
@@ -41,7 +41,8 @@ help_message=$(cat <<HELP
 Usage: $0 [options]   (e.g. $0 --stage 1 --stop_stage 5; then $0 --stage 7)
 Stages:
   1  data preparation (--corpus demo|mini_an4|librispeech|audio_dir) -> data/{train,dev,test}
-  2  format/dump: mono, ${fs} Hz PCM16, length filter, bad-data policy (--on_bad) -> dump/raw/
+  2  format/dump: mono, --fs Hz PCM16 (default: the config's sampling_rate), length filter,
+     bad-data policy (--on_bad) -> dump/raw/
   3  semantic priors: s3prl features (--ssl_upstream/--ssl_path/--ssl_layer), residual k-means
      -> exp/semantic_prior/codebook_{1..n_q}.npy
   4  shapes for ESPnet's samplers -> dump/raw/<set>/audio_shape
@@ -74,7 +75,9 @@ exp1=exp/codec_${tag}_stage1
 exp2=exp/codec_${tag}_stage2
 prior_dir=exp/semantic_prior
 sets="${train_set} ${valid_set} ${test_sets}"
-yaml_get() { python -c "import yaml,sys; c=yaml.safe_load(open('$train_config')); v=c; [v:=v[k] for k in sys.argv[1:]]; print(v)" "$@"; }
+# yaml_get KEY... : a value of the training config (the path is an argument, never Python source)
+yaml_get() { python -c 'import sys, yaml; v = yaml.safe_load(open(sys.argv[1])); [v := v[k] for k in sys.argv[2:]]; print(v)' "${train_config}" "$@"; }
+[ -n "${fs}" ] || fs=$(yaml_get codec_conf sampling_rate)
 codec_type=$(yaml_get codec)   # almtok, or an ESPnet codec (soundstream/encodec/dac) as a baseline tokenizer
 if [ "${codec_type}" != almtok ]; then
   log "codec '${codec_type}': no semantic priors and one training stage (stages 3 and 6 skip; stage 9 packs ALMTokenizer only)"

@@ -64,3 +64,91 @@ def test_trainer_checkpoint_loads_through_from_pretrained(tmp_path, debug_config
     codes = tok.encode(speechlike(0.5), 16000, window=4)
     assert codes.shape == (1, 3, 7)
     assert tok.decode(codes, window=4).shape == (1, 7 * 4 * 320)
+
+
+# ------------------------------------------------------------------ multi-process DDP (gloo, CPU)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_ddp(args, cwd: Path, log_dir: Path, world_size: int = 2, timeout: int = 600) -> None:
+    """``codec_train ARGS`` as ``world_size`` DDP processes (gloo on CPU), launched as ESPnet's
+    non-multiprocessing mode expects (one process per rank); fails with each rank's log."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for rank in range(world_size):
+        log = open(log_dir / f"rank{rank}.log", "w")
+        cmd = [sys.executable, "-m", "espnet2_almtok.bin.codec_train", *args, "--ngpu", "0",
+               "--multiprocessing_distributed", "false", "--dist_backend", "gloo",
+               "--dist_init_method", "env://", "--dist_world_size", str(world_size),
+               "--dist_rank", str(rank), "--dist_master_addr", "127.0.0.1", "--dist_master_port", str(port)]
+        procs.append((subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+    failed = []
+    for rank, (proc, log) in enumerate(procs):
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for p, _ in procs:
+                p.kill()
+            rc = "timeout (deadlock?)"
+        log.close()
+        if rc != 0:
+            failed.append(f"rank {rank}: {rc}\n" + (log_dir / f"rank{rank}.log").read_text()[-3000:])
+    assert not failed, "\n".join(failed)
+
+
+def test_ddp_two_processes_train_both_stages_and_resume(tmp_path, debug_config):
+    """The debug config with 2 DDP processes: stage 1, a resume, then stage 2 from stage 1 with the
+    recipe's freeze list. Utterances of unequal lengths (some shorter than the training crop)."""
+    from espnet2_almtok import ALMTokenizer
+    from conftest import recipe_default
+
+    data = tmp_path / "data"
+    (data / "wav").mkdir(parents=True)
+    scp, shape = [], []
+    for i, seconds in enumerate([0.35, 0.6, 0.9, 1.3, 0.45, 1.1]):
+        wav = speechlike(seconds, seed=i).numpy()
+        soundfile.write(data / "wav" / f"utt{i}.wav", wav, 16000)
+        scp.append(f"utt{i} {data / 'wav' / f'utt{i}.wav'}\n")
+        shape.append(f"utt{i} {len(wav)}\n")
+    (data / "wav.scp").write_text("".join(scp))
+    (data / "audio_shape").write_text("".join(shape))
+    common = ["--config", str(debug_config),
+              "--train_data_path_and_name_and_type", f"{data}/wav.scp,audio,sound",
+              "--train_shape_file", f"{data}/audio_shape",
+              "--valid_data_path_and_name_and_type", f"{data}/wav.scp,audio,sound",
+              "--valid_shape_file", f"{data}/audio_shape", "--num_iters_per_epoch", "3"]
+    exp1, exp2 = tmp_path / "exp1", tmp_path / "exp2"
+
+    train_ddp([*common, "--output_dir", str(exp1), "--max_epoch", "1"], tmp_path, tmp_path / "log1")
+    assert (exp1 / "checkpoint.pth").is_file() and (exp1 / "1epoch.pth").is_file()
+    train_ddp([*common, "--output_dir", str(exp1), "--max_epoch", "2", "--resume", "true"], tmp_path,
+              tmp_path / "log1b")
+    assert "The training was resumed using" in (tmp_path / "log1b" / "rank0.log").read_text()
+    assert (exp1 / "2epoch.pth").is_file()
+    assert not (tmp_path / "log1b" / "rank0.log").read_text().count("1epoch results")  # epoch 1 not redone
+
+    stage2 = [f"--codec_conf={kv}" for kv in recipe_default("stage2_codec_conf").split()]
+    train_ddp([*common, "--output_dir", str(exp2), "--max_epoch", "1", *stage2,
+               "--init_param", str(exp1 / "2epoch.pth"),
+               "--freeze_param", *recipe_default("stage2_freeze_param").split()], tmp_path, tmp_path / "log2")
+    tok1 = ALMTokenizer.from_pretrained(exp1, model_file=exp1 / "2epoch.pth")
+    tok2 = ALMTokenizer.from_pretrained(exp2, model_file=exp2 / "1epoch.pth")
+    clip = speechlike(0.8, seed=9)
+    assert torch.equal(tok1.encode(clip, 16000, window=4), tok2.encode(clip, 16000, window=4))
+    dec1, dec2 = tok1.codec.generator.decoder.state_dict(), tok2.codec.generator.decoder.state_dict()
+    assert any(not torch.equal(dec1[k], dec2[k]) for k in dec1)  # the decoder side did train

@@ -1,19 +1,11 @@
 """The ESPnet GAN codec: the two training stages as the recipe runs them."""
 
-import re
-
 import pytest
 import torch
 import yaml
 
-from conftest import RECIPES, speechlike
+from conftest import recipe_default, speechlike
 from espnet2_almtok.codec.almtok import ALMTokenizerCodec
-
-
-def recipe_default(name: str) -> str:
-    """A variable's default in the codec recipe's run.sh (what a user gets)."""
-    text = (RECIPES / "codec1" / "run.sh").read_text()
-    return re.search(rf'^{name}="([^"]*)"', text, re.M).group(1)
 
 
 def freeze_like_espnet(codec: torch.nn.Module, prefixes) -> None:
