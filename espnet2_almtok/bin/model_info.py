@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Parameter counts, token rates and bitrates of a training config (the README's figures).
 
-    python -m espnet2_almtok.bin.model_info --config conf/tuning/train_almtok_paper.yaml [--markdown]
+    python -m espnet2_almtok.bin.model_info --config conf/tuning/train_almtok_paper.yaml [--markdown]   # 24 kHz
+    python -m espnet2_almtok.bin.model_info --config conf/tuning/train_almtok_speech16k.yaml          # 16 kHz
     python -m espnet2_almtok.bin.model_info --config conf/tuning/train_lm_base.yaml \
         [--token_list dump/lm/<codec>/tokens.txt | --nbpe 5000 --n_q 3 --codebook_size 2048]
 
