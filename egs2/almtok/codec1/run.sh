@@ -22,6 +22,13 @@ ssl_upstream=tiny_random   # s3prl upstream name (hubert, wavlm_base_plus, ...),
 ssl_path=""                # local checkpoint / HF dir for *_custom upstreams
 ssl_layer=2                # hidden layer for the priors (e.g. 9 for HuBERT base)
 prior_max_utts=2000
+# Per-domain priors (the paper: wav2vec2 for speech, BEATs for sound/music): with an audio source,
+# speech utterances (utt2category "speech") get --ssl_upstream, the rest this one, and each
+# codebook's rows are split between them (--speech_fraction speech rows; same feature width).
+prior_audio_upstream=""    # e.g. beats (ESPnet's BEATs encoder) or an s3prl name; "" = one source
+prior_audio_path=""        # e.g. a local BEATs_iter3_plus_AS2M.pt
+prior_audio_layer=""       # default: --ssl_layer
+speech_fraction=0.5
 residual_init=kmeans       # codebooks 2..n_q: kmeans of residuals | random
 stage1_args=""             # extra options for training stage 1 (e.g. "--max_epoch 50")
 stage2_args=""
@@ -44,7 +51,8 @@ Stages:
   2  format/dump: mono, --fs Hz PCM16 (default: the config's sampling_rate), length filter,
      bad-data policy (--on_bad) -> dump/raw/
   3  semantic priors: s3prl features (--ssl_upstream/--ssl_path/--ssl_layer), residual k-means
-     -> exp/semantic_prior/codebook_{1..n_q}.npy
+     -> exp/semantic_prior/codebook_{1..n_q}.npy; per domain with --prior_audio_upstream beats
+     --prior_audio_path BEATs.pt (speech rows from --ssl_upstream, the rest from BEATs)
   4  shapes for ESPnet's samplers -> dump/raw/<set>/audio_shape
   5  codec training, stage 1: frozen semantic-prior codebooks, MAE + AR (along RVQ depth) losses,
      as the config sets them -> exp/codec_<tag>_stage1
@@ -106,8 +114,17 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ] && [ "${codec_type}" = almtok ]
     python -m espnet2_almtok.recipe.make_tiny_ssl --out "${path}" --hidden "$(yaml_get codec_conf generator_params codebook_dim)"
   fi
   mkdir -p "${prior_dir}"
-  python -m espnet2_almtok.recipe.semantic_prior --wav_scp "dump/raw/${train_set}/wav.scp" \
-    --upstream "${upstream}" ${path:+--upstream_path "${path}"} --layer "${ssl_layer}" \
+  if [ -n "${prior_audio_upstream}" ]; then
+    [ -f "dump/raw/${train_set}/utt2category" ] || { echo "--prior_audio_upstream needs dump/raw/${train_set}/utt2category (speech vs other)" >&2; exit 1; }
+    log "per-domain priors: speech <- ${upstream}, other audio <- ${prior_audio_upstream} (speech rows: ${speech_fraction})"
+    source_args=(--utt2category "dump/raw/${train_set}/utt2category" --speech_fraction "${speech_fraction}"
+                 --speech_upstream "${upstream}" ${path:+--speech_upstream_path "${path}"} --speech_layer "${ssl_layer}"
+                 --audio_upstream "${prior_audio_upstream}" ${prior_audio_path:+--audio_upstream_path "${prior_audio_path}"}
+                 --audio_layer "${prior_audio_layer:-${ssl_layer}}")
+  else
+    source_args=(--upstream "${upstream}" ${path:+--upstream_path "${path}"} --layer "${ssl_layer}")
+  fi
+  python -m espnet2_almtok.recipe.semantic_prior --wav_scp "dump/raw/${train_set}/wav.scp" "${source_args[@]}" \
     --codebook_size "$(yaml_get codec_conf generator_params codebook_size)" \
     --n_q "$(yaml_get codec_conf generator_params n_q)" --residual_init "${residual_init}" \
     --max_utts "${prior_max_utts}" --out_dir "${prior_dir}" $([ "${ngpu}" -gt 0 ] && echo --device cuda) \
