@@ -24,6 +24,12 @@ install_requires = [
     "pystoi>=0.4",
     # s3prl's hf_* upstreams and the tiny test HuBERT.
     "transformers>=4.40,<5",
+    # Independent judges whose models ship inside their wheels (no downloads): English ASR for
+    # the WER of resyntheses, DNSMOS (ONNX) for quality.
+    "pocketsphinx>=5.0,<6",
+    "speechmos==0.0.1.1",
+    "onnxruntime>=1.16",
+    "jiwer>=3.0",
 ]
 
 extras_require = {
