@@ -91,7 +91,8 @@ def load_upstream(name: str, path: str = None, device: str = "cpu"):
 @torch.no_grad()
 def extract_layer(model, wav: torch.Tensor, layer: int) -> np.ndarray:
     """``wav`` ``(T,)`` at 16 kHz -> ``(frames, D)`` float32 of hidden layer ``layer``."""
-    device = next(model.parameters()).device
+    # feature extractors such as s3prl's mfcc/fbank have no parameters: fall back to the CPU
+    device = next(iter(model.parameters()), torch.empty(0)).device
     hs, hs_len = model(wav.view(1, -1).to(device), torch.tensor([wav.numel()], device=device))
     if not 0 <= layer < len(hs):
         raise ValueError(f"--layer {layer} is out of range: the upstream has layers 0..{len(hs) - 1}")

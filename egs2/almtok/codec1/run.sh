@@ -17,10 +17,12 @@ max_dur=30
 on_bad=drop                # stage 2: drop bad utterances (logged, counted) or error
 train_config=conf/tuning/train_almtok_debug.yaml
 tag=""                     # exp/codec_${tag} (default: the config's name)
-ssl_upstream=tiny_random   # s3prl upstream name (hubert, wavlm_base_plus, ...), hf_hubert_custom,
-                           # or tiny_random: a random tiny HuBERT, pipeline test only (no semantics)
+ssl_upstream=mfcc          # s3prl upstream: mfcc (default: no download; k-means of MFCCs is HuBERT's own
+                           # first-iteration target), fbank, hubert, wavlm_base_plus, ..., or
+                           # hf_hubert_custom / hf_wav2vec2_custom with --ssl_path a local HF dir, or
+                           # tiny_random: a random tiny HuBERT (tests the checkpoint path; no semantics)
 ssl_path=""                # local checkpoint / HF dir for *_custom upstreams
-ssl_layer=2                # hidden layer for the priors (e.g. 9 for HuBERT base)
+ssl_layer=0                # hidden layer for the priors (0 for mfcc/fbank; e.g. 9 for HuBERT/wav2vec2 base)
 prior_max_utts=2000
 # Per-domain priors (the paper: wav2vec2 for speech, BEATs for sound/music): with an audio source,
 # speech utterances (utt2category "speech") get --ssl_upstream, the rest this one, and each
@@ -139,6 +141,12 @@ if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
   done
 fi
 
+# The codebook space's width is the priors' feature width (39 for MFCC, 768 for base SSL models).
+prior_dim_args() {
+  [ -f "${prior_dir}/prior_info.yaml" ] || return 0
+  echo "--codec_conf generator_params.codebook_dim=$(python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["dim"])' "${prior_dir}/prior_info.yaml")"
+}
+
 # Codebook init: the stage-3 priors, one per codebook; "null" for layers without one.
 prior_list() {
   local n_q; n_q=$(yaml_get codec_conf generator_params n_q); local out="["
@@ -178,7 +186,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   if [ "${codec_type}" = almtok ]; then
     log "Stage 5: codec training, stage 1 (frozen semantic priors; MAE/AR losses as in ${train_config})"
     # shellcheck disable=SC2086
-    train_codec "${exp1}" --codec_conf "generator_params.codebook_init=$(prior_list)" ${stage1_args}
+    train_codec "${exp1}" --codec_conf "generator_params.codebook_init=$(prior_list)" $(prior_dim_args) ${stage1_args}
   else
     log "Stage 5: codec training (${codec_type})"
     # shellcheck disable=SC2086
@@ -190,7 +198,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ] && [ "${codec_type}" = almtok ]
   log "Stage 6: codec training, stage 2 (reconstruction fine-tune: ${stage2_codec_conf}; frozen: ${stage2_freeze_param})"
   conf_args=(); for kv in ${stage2_codec_conf}; do conf_args+=(--codec_conf "${kv}"); done
   # shellcheck disable=SC2086
-  train_codec "${exp2}" --codec_conf "generator_params.codebook_init=$(prior_list)" "${conf_args[@]}" \
+  train_codec "${exp2}" --codec_conf "generator_params.codebook_init=$(prior_list)" $(prior_dim_args) "${conf_args[@]}" \
     --init_param "$(best_model "${exp1}")" --freeze_param ${stage2_freeze_param} ${stage2_args}
 fi
 

@@ -53,6 +53,21 @@ def test_priors_from_a_local_hf_hubert_through_s3prl(tmp_path):
                              "--out_dir", str(tmp_path / "p2")])
 
 
+@pytest.mark.parametrize("upstream, dim", [("mfcc", 39), ("fbank", 240)])
+def test_offline_priors_from_feature_upstreams_without_parameters(tmp_path, upstream, dim):
+    """The recipe's default priors: s3prl's mfcc/fbank need no download (and have no weights)."""
+    lines = []
+    for i in range(2):
+        soundfile.write(tmp_path / f"u{i}.wav", speechlike(1.0, seed=i).numpy(), 16000)
+        lines.append(f"u{i} {tmp_path / f'u{i}.wav'}\n")
+    (tmp_path / "wav.scp").write_text("".join(lines))
+    out = tmp_path / "prior"
+    semantic_prior.main(["--wav_scp", str(tmp_path / "wav.scp"), "--upstream", upstream, "--layer", "0",
+                         "--codebook_size", "8", "--n_q", "2", "--kmeans_iters", "5", "--out_dir", str(out)])
+    assert np.load(out / "codebook_1.npy").shape == (8, dim)
+    assert yaml.safe_load((out / "prior_info.yaml").read_text())["dim"] == dim  # run.sh sizes the codec by it
+
+
 # ----------------------------------------------------------------- BEATs source and per-domain mix
 
 
