@@ -14,17 +14,18 @@ py=${ALMTOK_PYTHON:-$(command -v python3.11 || command -v python3)}
 
 log() { echo "[setup_env] $*" >&2; }
 
-# System tools the recipe uses (demo corpus synthesis, audio conversion). Best effort: only
+# System tools the recipe uses (demo corpus synthesis, audio conversion and decoding). Best effort: only
 # installs when missing and we are root with apt-get; otherwise says what to install.
 need=()
 command -v sox >/dev/null || need+=(sox libsox-fmt-all)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
+command -v ffmpeg >/dev/null || need+=(ffmpeg)   # decodes the asterisk corpus (G.722, Ogg)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing ${need[*]} with apt-get"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >&2
   else
-    log "WARNING: please install: ${need[*]} (the demo corpus needs them)"
+    log "WARNING: please install: ${need[*]} (the demo and asterisk corpora need them)"
   fi
 fi
 

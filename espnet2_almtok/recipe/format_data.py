@@ -23,13 +23,16 @@ from espnet2_almtok.audio import AudioError, read_audio, resample, to_mono_tenso
 from espnet2_almtok.recipe.kaldi_dir import read_table, write_table
 
 
+PER_UTT_TABLES = ("text", "text.orig", "utt2spk", "utt2category", "utt2lang")
+
+
 def format_dir(src: Path, dst: Path, fs: int, min_dur: float, max_dur: float, on_bad: str) -> int:
     wav_scp = read_table(src / "wav.scp")
     if not wav_scp:
         raise FileNotFoundError(f"{src}/wav.scp is missing or empty; run stage 1")
     text = read_table(src / "text")
-    utt2spk = read_table(src / "utt2spk")
-    utt2category = read_table(src / "utt2category")
+    # per-utterance tables carried over to the formatted dir (for the kept utterances)
+    tables = {name: read_table(src / name) for name in PER_UTT_TABLES}
     (dst / "data").mkdir(parents=True, exist_ok=True)
     bad: Dict[str, str] = {}
 
@@ -74,7 +77,7 @@ def format_dir(src: Path, dst: Path, fs: int, min_dur: float, max_dur: float, on
         raise AudioError(f"{src}: no usable utterance left ({len(bad)} rejected; see {dst}/bad_utts)")
     write_table(dst / "wav.scp", out_scp)
     write_table(dst / "utt2num_samples", num_samples)
-    for name, table in (("text", text), ("utt2spk", utt2spk), ("utt2category", utt2category)):
+    for name, table in tables.items():
         if table:
             write_table(dst / name, {u: v for u, v in table.items() if u in out_scp})
     write_table(dst / "bad_utts", bad)

@@ -1,6 +1,6 @@
 """Write Kaldi-style data dirs (wav.scp, utt2spk, spk2utt, text, utt2dur) atomically."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
@@ -13,7 +13,13 @@ class Utterance:
     path: str
     speaker: str
     text: Optional[str] = None  # transcript (speech) or caption (sounds)
-    category: Optional[str] = None  # "speech" / "sound": utt2category, when known
+    category: Optional[str] = None  # "speech" / "sound" / "music": utt2category, when known
+    # more per-utterance tables, file name -> value (e.g. {"utt2lang": "en", "text.orig": "..."})
+    extra: Dict[str, str] = field(default_factory=dict)
+
+
+# tables write_data_dir writes itself (an Utterance's ``extra`` may not name them)
+_OWN_TABLES = ("wav.scp", "utt2spk", "spk2utt", "text", "utt2dur", "utt2category")
 
 
 def read_table(path: Path) -> Dict[str, str]:
@@ -41,6 +47,7 @@ def write_table(path: Path, rows: Dict[str, str]) -> None:
 
 def write_data_dir(out: Path, utts: Iterable[Utterance], with_duration: bool = True) -> int:
     """Write ``out/{wav.scp,utt2spk,spk2utt,utt2dur,text,utt2category}``; ids are prefixed by speaker.
+    Each name in an utterance's ``extra`` becomes one more table ``out/<name>``.
 
     Returns the number of utterances. Duplicated ids are an error, naming the id.
     """
@@ -48,6 +55,7 @@ def write_data_dir(out: Path, utts: Iterable[Utterance], with_duration: bool = T
     out.mkdir(parents=True, exist_ok=True)
     utts: List[Utterance] = list(utts)
     wav, spk, text, dur, cat = {}, {}, {}, {}, {}
+    extra: Dict[str, Dict[str, str]] = {}
     for u in utts:
         if u.utt_id in wav:
             raise ValueError(f"{out}: utterance id {u.utt_id} occurs twice ({wav[u.utt_id]} and {u.path})")
@@ -59,6 +67,10 @@ def write_data_dir(out: Path, utts: Iterable[Utterance], with_duration: bool = T
             text[u.utt_id] = " ".join(u.text.split())
         if u.category is not None:
             cat[u.utt_id] = u.category
+        for name, value in u.extra.items():
+            if name in _OWN_TABLES or not name or "/" in name:
+                raise ValueError(f"{out}: utterance {u.utt_id}: extra table name {name!r} is not a free file name")
+            extra.setdefault(name, {})[u.utt_id] = " ".join(value.split())
         if with_duration:
             dur[u.utt_id] = f"{soundfile.info(u.path).duration:.3f}"
     if not wav:
@@ -75,4 +87,6 @@ def write_data_dir(out: Path, utts: Iterable[Utterance], with_duration: bool = T
         write_table(out / "utt2dur", dur)
     if cat:
         write_table(out / "utt2category", cat)
+    for name, table in extra.items():
+        write_table(out / name, table)
     return len(wav)

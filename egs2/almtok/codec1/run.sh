@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 
 stage=1
 stop_stage=9
-corpus=demo                # demo | mini_an4 | librispeech | audio_dir (paths in db.sh)
+corpus=demo                # demo | mini_an4 | librispeech | audio_dir | asterisk (real speech + sounds; paths in db.sh)
 fs=""                      # audio rate of dump/raw (default: the config's codec_conf.sampling_rate)
 train_set=train
 valid_set=dev
@@ -49,7 +49,7 @@ nj=2
 help_message=$(cat <<HELP
 Usage: $0 [options]   (e.g. $0 --stage 1 --stop_stage 5; then $0 --stage 7)
 Stages:
-  1  data preparation (--corpus demo|mini_an4|librispeech|audio_dir) -> data/{train,dev,test}
+  1  data preparation (--corpus demo|mini_an4|librispeech|audio_dir|asterisk) -> data/{train,dev,test}
   2  format/dump: mono, --fs Hz PCM16 (default: the config's sampling_rate), length filter,
      bad-data policy (--on_bad) -> dump/raw/
   3  semantic priors: s3prl features (--ssl_upstream/--ssl_path/--ssl_layer), residual k-means

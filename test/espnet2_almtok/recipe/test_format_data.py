@@ -51,3 +51,15 @@ def test_rerun_keeps_finished_files(tmp_path):
     mtime = out.stat().st_mtime_ns
     format_dir(src, dst, 16000, 0.2, 30, "drop")
     assert out.stat().st_mtime_ns == mtime
+
+
+def test_per_utterance_tables_are_carried_over_for_kept_utterances(tmp_path):
+    src = make_dir(tmp_path)
+    (src / "utt2lang").write_text("a-good en\nb-silent es\n")
+    (src / "text.orig").write_text("a-good Hello!\nb-silent X\n")
+    (src / "utt2category").write_text("a-good speech\nb-silent sound\n")
+    dst = tmp_path / "dump"
+    format_dir(src, dst, 16000, 0.2, 30, "drop")
+    assert (dst / "utt2lang").read_text() == "a-good en\n"
+    assert (dst / "text.orig").read_text() == "a-good Hello!\n"
+    assert (dst / "utt2category").read_text() == "a-good speech\n"
