@@ -110,3 +110,46 @@ def train_steps(codec: torch.nn.Module, batches: List[torch.Tensor], lr: float =
             on_step(i, stats)
     codec.eval()
     return times
+
+
+class BudgetTrainer:
+    """G + D steps (as ESPnet's GAN trainer, generator first) for a budget of *CPU time*.
+
+    ``run(cpu_seconds, next_batch)`` trains on batches from ``next_batch()`` until this process
+    has used ``cpu_seconds`` more CPU time (``time.process_time``: all its threads; on an idle
+    machine that is wall time x threads in use, and unlike wall time it is not inflated when
+    other jobs share the CPU). Optimizer state persists across calls, so a budget can be spent
+    in chunks with evaluations in between that do not count. Only parameters with
+    ``requires_grad`` train (build a new trainer after freezing some).
+    """
+
+    def __init__(self, codec: torch.nn.Module, lr: float = 5e-4, device: str = "cpu"):
+        self.codec, self.device = codec, device
+        self.opt_g = torch.optim.Adam([p for p in codec.generator.parameters() if p.requires_grad],
+                                      lr=lr, betas=(0.5, 0.9))
+        self.opt_d = torch.optim.Adam(codec.discriminator.parameters(), lr=lr, betas=(0.5, 0.9))
+        self.steps = 0
+        self.cpu_s = 0.0
+        self.wall_s = 0.0
+
+    def run(self, cpu_seconds: float, next_batch: Callable[[], torch.Tensor]) -> Dict[str, float]:
+        """Train for ``cpu_seconds``; returns the mean of the generator/discriminator stats."""
+        self.codec.train()
+        t_cpu, t_wall = time.process_time(), time.perf_counter()
+        totals, n = {}, 0
+        while time.process_time() - t_cpu < cpu_seconds:
+            audio = next_batch().to(self.device)
+            for opt, gen_turn in ((self.opt_g, True), (self.opt_d, False)):
+                out = self.codec(audio, forward_generator=gen_turn)
+                opt.zero_grad()
+                out["loss"].backward()
+                opt.step()
+                for k, v in out["stats"].items():
+                    totals[k] = totals.get(k, 0.0) + float(v)
+            n += 1
+        sync(self.device)
+        self.steps += n
+        self.cpu_s += time.process_time() - t_cpu
+        self.wall_s += time.perf_counter() - t_wall
+        self.codec.eval()
+        return {k: v / max(n, 1) for k, v in totals.items()}

@@ -9,8 +9,8 @@
 ``codes.scp`` (the tokenizer's ark entries under the new keys), ``dec_seq_shape`` (sequence
 length for ESPnet's samplers, from :meth:`SequenceBuilder.length`), ``utt2task_key``, and
 ``skipped`` (``<utt> <reason>`` for utterances that cannot be used, e.g. without text).
-Which utterances serve which task: ``utt2category`` ``speech`` -> asr + tts, ``sound`` ->
-caption (``text`` holds the caption); without ``utt2category`` every utterance is speech.
+Which utterances serve which task: ``utt2category`` ``speech`` -> asr + tts, any other
+(``sound``, ``music``, ...) -> caption (``text`` holds the caption); without ``utt2category`` every utterance is speech.
 """
 
 import argparse
@@ -25,7 +25,9 @@ from espnet2_almtok.lm.vocab import TASKS, TextTokenizer, Vocabulary, train_bpe
 from espnet2_almtok.recipe.kaldi_dir import read_table
 from espnet2_almtok.recipe.kaldi_dir import write_table
 
-TASK_CATEGORIES = {"asr": "speech", "tts": "speech", "caption": "sound"}
+def serves(task: str, category: str) -> bool:
+    """Speech utterances serve ASR and TTS; every other category (sound, music, ...) captioning."""
+    return (category == "speech") == (task in ("asr", "tts"))
 
 
 def make_bpe(text: Path, nbpe: int, out_dir: Path, model_type: str = "bpe") -> Path:
@@ -70,7 +72,7 @@ def build_dir(audio_dir: Path, codes_dir: Path, bpemodel: Path, tasks: Sequence[
         n_frames = _num_frames(codes[utt], meta["n_q"])
         used = False
         for task in tasks:
-            if TASK_CATEGORIES[task] != cat:
+            if not serves(task, cat):
                 continue
             key = f"{task}-{utt}"
             length = builder.length(task, n_text, n_frames)

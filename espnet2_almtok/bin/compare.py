@@ -1,0 +1,499 @@
+#!/usr/bin/env python3
+"""Equal-budget comparison on real audio, scored by judges nobody here trained.
+
+    python -m espnet2_almtok.bin.compare --data_dir egs2/almtok/codec1/dump/raw \\
+        --budget_minutes 5 --output_dir docs/compare            # the recorded run (see README)
+    python -m espnet2_almtok.bin.compare --data_dir ... --output_dir /tmp/cmp --quick   # smoke run
+
+Systems (``conf/benchmark/*.yaml``, generators of comparable size, 16 kHz):
+
+- ``almtok``: ALMTokenizer as the recipe trains it: semantic priors (k-means of s3prl MFCCs of
+  the training audio, frozen), stage 1 with the MAE and AR (RVQ depth) losses for 75 % of the
+  budget, stage 2 (clean reconstruction fine-tune, token side frozen as ``run.sh``'s
+  ``--stage2_freeze_param``) for the rest; scored at w = 2, 4, 8;
+- ablations of it: ``almtok_no_mae``, ``almtok_no_ar``, ``almtok_no_priors`` (random, learned
+  codebooks), ``almtok_single_stage`` (stage 1 for the whole budget);
+- ESPnet's ``soundstream``, ``encodec`` and ``dac`` at their lowest bitrate (one codebook).
+
+Every system gets the same budget of *CPU time* (``--budget_minutes`` x the torch threads; on
+an idle machine that is the same wall-clock time; CPU time stays fair when other jobs share
+the machine), the same random 1 s crops of the training set, the same optimiser (Adam, lr
+``--lr``) and seed. Scored on the test set: mel and STFT distance, PESQ-wb, STOI (all
+utterances); pocketsphinx WER of the resynthesis on English speech (the original audio's WER,
+the ceiling, beside it) and DNSMOS of speech. Each base codec is also scored untrained, to
+show that training moved it. A CTC character probe on each system's frozen tokens (train:
+English train prompts; test: the English test prompts, whose texts never occur in training)
+measures what the tokens say. The training curve is the mel distance on fixed dev clips
+after each of ``--curve_points`` chunks of the budget.
+
+Two phases, each resumable after a kill (finished systems are kept; delete their records to
+redo them): training saves each system's weights and curve under ``--work_dir`` (``models/``,
+``trained/``; not for the repo), then scoring writes ``systems/<name>.json`` and, in
+``--output_dir``, ``results.json``, ``results.md``, ``quality_vs_bitrate.png`` and
+``training_curves.png``.
+"""
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from espnet2_almtok.bin._quiet_import import import_quietly
+from espnet2_almtok.fileio import atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[2]
+FS = 16000
+
+
+@dataclass
+class System:
+    """One trained tokenizer of the comparison."""
+
+    config: str  # conf/benchmark/<config>.yaml
+    priors: bool = False  # ALMTokenizer: frozen MFCC k-means codebooks
+    two_stage: bool = False  # ALMTokenizer: stage 2 for the last quarter of the budget
+    overrides: Dict = field(default_factory=dict)  # codec_conf keys
+    settings: Optional[Sequence[str]] = None  # scored settings (None: the lowest bitrate)
+    untrained_baseline: bool = False  # also score the untrained model
+    note: str = ""
+
+
+ALMTOK_SETTINGS = ("w=2", "w=4", "w=8")
+SYSTEMS = {
+    "almtok": System("almtok", priors=True, two_stage=True, settings=ALMTOK_SETTINGS,
+                     untrained_baseline=True, note="priors + MAE + AR, two stages"),
+    "almtok_no_mae": System("almtok", priors=True, two_stage=True, overrides={"use_mae_loss": False},
+                            settings=("w=4",), note="ablation: no MAE loss"),
+    "almtok_no_ar": System("almtok", priors=True, two_stage=True, overrides={"use_ar_loss": False},
+                           settings=("w=4",), note="ablation: no AR loss"),
+    "almtok_no_priors": System("almtok", priors=False, two_stage=True, settings=("w=4",),
+                               note="ablation: random learned codebooks"),
+    "almtok_single_stage": System("almtok", priors=True, two_stage=False, settings=("w=4",),
+                                  note="ablation: stage 1 only"),
+    "soundstream": System("soundstream", untrained_baseline=True, note="ESPnet, 1 codebook"),
+    "encodec": System("encodec", untrained_baseline=True, note="ESPnet, 1 codebook"),
+    "dac": System("dac", untrained_baseline=True, note="ESPnet, 1 codebook"),
+}
+PROBE_SETTING = {"almtok": "w=4"}  # ALMTokenizer's probe setting; others: their lowest bitrate
+
+
+# ------------------------------------------------------------------------------------- data
+@dataclass
+class Clip:
+    utt: str
+    wav: torch.Tensor  # (T,) at 16 kHz
+    text: str
+    category: str
+    lang: str
+
+
+def load_dir(data_dir: Path, max_utts: int = 0, seed: int = 0) -> List[Clip]:
+    """A Kaldi data dir (``wav.scp`` + optional ``text``, ``utt2category``, ``utt2lang``) at 16 kHz."""
+    from espnet2_almtok.audio import read_audio, resample, to_mono_tensor
+    from espnet2_almtok.recipe.kaldi_dir import read_table
+
+    if not (data_dir / "wav.scp").is_file():
+        raise FileNotFoundError(f"{data_dir}/wav.scp not found: prepare and format the corpus first "
+                                "(egs2/almtok/codec1/run.sh --corpus asterisk --stop_stage 2)")
+    wavs = read_table(data_dir / "wav.scp")
+    text, cat, lang = (read_table(data_dir / n) for n in ("text", "utt2category", "utt2lang"))
+    utts = sorted(wavs)
+    if max_utts and len(utts) > max_utts:
+        utts = sorted(random.Random(seed).sample(utts, max_utts))
+    out = []
+    for utt in tqdm(utts, desc=f"load {data_dir.name}", unit="utt"):
+        wav, sr = read_audio(wavs[utt], utt)
+        out.append(Clip(utt, resample(to_mono_tensor(wav, utt), sr, FS, utt), text.get(utt, ""),
+                        cat.get(utt, "speech"), lang.get(utt, "en")))
+    if not out:
+        raise ValueError(f"{data_dir}/wav.scp lists no utterances")
+    return out
+
+
+def english_speech(clips: List[Clip]) -> List[Clip]:
+    return [c for c in clips if c.category == "speech" and c.lang == "en" and c.text.strip()]
+
+
+class CropSampler:
+    """Random ``seconds``-long crops (zero-padded when shorter), ``batch`` at a time, seeded."""
+
+    def __init__(self, clips: List[Clip], batch: int, seconds: float, seed: int):
+        self.clips, self.batch, self.n = clips, batch, int(seconds * FS)
+        self.rng = random.Random(seed)
+
+    def __call__(self) -> torch.Tensor:
+        rows = []
+        for _ in range(self.batch):
+            wav = self.clips[self.rng.randrange(len(self.clips))].wav
+            if wav.numel() < self.n:
+                wav = torch.nn.functional.pad(wav, (0, self.n - wav.numel()))
+            start = self.rng.randrange(wav.numel() - self.n + 1)
+            rows.append(wav[start: start + self.n])
+        return torch.stack(rows)
+
+
+# ------------------------------------------------------------------------------------- judges
+class Judges:
+    """Independent judges (models shipped in their wheels): pocketsphinx ASR and DNSMOS."""
+
+    def __init__(self):
+        from espnet2_almtok.recipe.judges import DNSMOS, SphinxASR
+
+        self.asr, self.mos = SphinxASR(), DNSMOS()
+
+    def transcribe(self, wav: torch.Tensor) -> str:
+        return self.asr(wav, FS)
+
+    def dnsmos(self, wav: torch.Tensor) -> float:
+        return float(self.mos(wav, FS)["dnsmos_ovrl"])
+
+
+def wer(refs: Dict[str, str], hyps: Dict[str, str]) -> float:
+    from espnet2_almtok.lm.metrics import error_rates
+
+    return error_rates(refs, hyps)[0]["wer"]
+
+
+def score_outputs(outputs: Dict[str, torch.Tensor], test: List[Clip], judges: Judges) -> Dict[str, float]:
+    """Resyntheses ``{utt: (T,)}`` of ``test`` -> mean mel/STFT distance, PESQ, STOI (all clips),
+    pocketsphinx WER (English speech) and DNSMOS (speech)."""
+    from espnet2_almtok.recipe.score import Scorer, average
+
+    scorer = Scorer(FS)
+    rows = [scorer(c.wav, outputs[c.utt][: c.wav.numel()]) for c in test]
+    res = {m: v["mean"] for m, v in average(rows).items()}
+    en = english_speech(test)
+    res["wer"] = wer({c.utt: c.text for c in en}, {c.utt: judges.transcribe(outputs[c.utt]) for c in en})
+    res["dnsmos"] = float(np.nanmean([judges.dnsmos(outputs[c.utt]) for c in test if c.category == "speech"]))
+    return res
+
+
+# ------------------------------------------------------------------------------------- systems
+def build(system: System, args, prior_files: Optional[List[str]], prior_dim: int):
+    from espnet2_almtok.bench.adapters import CodecUnderTest
+
+    conf = yaml.safe_load((args.config_dir / f"{system.config}.yaml").read_text())
+    cc = conf["codec_conf"]
+    cc.update(system.overrides)
+    if system.config == "almtok":
+        gp = cc["generator_params"]
+        if system.priors:
+            gp.update(codebook_init=prior_files, codebook_dim=prior_dim, codebook_frozen=True)
+        else:
+            gp.update(codebook_init=None, codebook_frozen=False)
+    digest = hashlib.sha256(json.dumps(conf, sort_keys=True).encode()).hexdigest()[:10]
+    path = args.work_dir / "configs" / f"{system.config}_{digest}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, yaml.safe_dump(conf, sort_keys=False))
+    torch.manual_seed(args.seed)
+    return CodecUnderTest(system.config, path, "cpu")
+
+
+def settings_of(cut, system: System):
+    if system.settings:
+        by_label = {s.label: s for s in cut.settings}
+        return [by_label[label] for label in system.settings]
+    return [min(cut.settings, key=lambda s: s.bitrate)]
+
+
+def resynthesize(cut, setting, clips: List[Clip]) -> Dict[str, torch.Tensor]:
+    return {c.utt: cut.decode(cut.encode(c.wav.view(1, 1, -1), setting), setting).view(-1) for c in clips}
+
+
+def dev_mel(cut, setting, dev: List[Clip]) -> float:
+    from espnet2_almtok.recipe.score import Scorer
+
+    scorer = Scorer(FS)
+    outs = resynthesize(cut, setting, dev)
+    return float(np.mean([scorer.mel_distance(c.wav, outs[c.utt][: c.wav.numel()]) for c in dev]))
+
+
+def freeze_stage2(codec) -> List[str]:
+    """Freeze as ``run.sh``'s default ``--stage2_freeze_param`` and turn the semantic losses off."""
+    text = (ROOT / "egs2" / "almtok" / "codec1" / "run.sh").read_text()
+    prefixes = re.search(r'^stage2_freeze_param="([^"]*)"', text, re.M).group(1).split()
+    for t in (p[len("codec."):] for p in prefixes):
+        for k, p in codec.named_parameters():
+            if k.startswith(t + ".") or k == t:
+                p.requires_grad = False
+    codec.use_mae_loss = codec.use_ar_loss = False
+    return prefixes
+
+
+def probe(cut, setting, train: List[Clip], test: List[Clip], args) -> Dict:
+    from espnet2_almtok.bench.probe import ProbeExample, train_probe
+
+    def examples(clips):
+        out = []
+        for c in clips:
+            codes = cut.encode(c.wav.view(1, 1, -1), setting)  # ESPnet layout (n_q, 1, N)
+            out.append(ProbeExample(codes[: setting.n_q, 0].cpu(), c.text))
+        return out
+
+    return train_probe(examples(train), examples(test), setting.frames_per_s, cut.codebook_size,
+                       epochs=args.probe_epochs, seed=args.seed)
+
+
+def train_system(name: str, system: System, data: Dict, args, priors) -> Dict:
+    """Train ``system`` for the budget; save its weights to ``work_dir/models/<name>.pth``;
+    return the record without scores (curve, budget actually used)."""
+    from espnet2_almtok.bench.measure import BudgetTrainer
+
+    cut = build(system, args, *priors)
+    settings = settings_of(cut, system)
+    curve_setting = settings[len(settings) // 2]
+    res = {"note": system.note, "config": system.config, "overrides": system.overrides,
+           "generator_params": cut.generator_params, "curve_setting": curve_setting.label, "curve": []}
+    budget = args.budget_minutes * 60 * torch.get_num_threads()
+    sampler = CropSampler(data["train"], args.train_batch, args.train_seconds, args.seed)
+    trainer = BudgetTrainer(cut.codec, lr=args.lr)
+    res["curve"].append({"cpu_s": 0.0, "wall_s": 0.0, "steps": 0, "stage": 1,
+                         "dev_mel": dev_mel(cut, curve_setting, data["dev"])})
+    stage2_at = args.curve_points - max(1, args.curve_points // 4) if system.two_stage else args.curve_points
+    stage = 1
+    for point in tqdm(range(args.curve_points), desc=f"train {name}", unit="chunk"):
+        if point == stage2_at:
+            res["stage2_frozen"] = freeze_stage2(cut.codec)
+            cpu, wall, steps = trainer.cpu_s, trainer.wall_s, trainer.steps
+            trainer = BudgetTrainer(cut.codec, lr=args.lr)
+            trainer.cpu_s, trainer.wall_s, trainer.steps = cpu, wall, steps
+            stage = 2
+        stats = trainer.run(budget / args.curve_points, sampler)
+        res["curve"].append({"cpu_s": trainer.cpu_s, "wall_s": trainer.wall_s, "steps": trainer.steps,
+                             "stage": stage, "dev_mel": dev_mel(cut, curve_setting, data["dev"]),
+                             "train_stats": stats})
+    res["budget"] = {"cpu_s": trainer.cpu_s, "wall_s": trainer.wall_s, "steps": trainer.steps}
+    model = args.work_dir / "models" / f"{name}.pth"
+    model.parent.mkdir(parents=True, exist_ok=True)
+    tmp = model.with_name(model.stem + ".tmp.pth")
+    torch.save(cut.codec.state_dict(), tmp)
+    os.replace(tmp, model)
+    res["model"] = str(model)
+    return res
+
+
+def score_system(name: str, system: System, trained: Dict, data: Dict, judges: Judges, args, priors) -> Dict:
+    """Scores of a trained system (and of its untrained self), and the CTC probe on its tokens."""
+    res = dict(trained, settings={})
+    cut = build(system, args, *priors)  # same seed: the untrained weights of the trained run
+    settings = settings_of(cut, system)
+    if system.untrained_baseline:
+        logging.info(f"{name}: scoring the untrained model")
+        res["untrained"] = {s.label: score_outputs(resynthesize(cut, s, data["test"]), data["test"], judges)
+                            for s in settings}
+    cut.codec.load_state_dict(torch.load(trained["model"], map_location="cpu", weights_only=True))
+    cut.codec.eval()
+    for s in settings:
+        logging.info(f"{name}: scoring {s.label}")
+        res["settings"][s.label] = {**s.as_dict(), **score_outputs(resynthesize(cut, s, data["test"]),
+                                                                    data["test"], judges)}
+    p_setting = next((s for s in cut.settings if s.label == PROBE_SETTING.get(system.config)),
+                     min(cut.settings, key=lambda s: s.bitrate))
+    logging.info(f"{name}: CTC probe at {p_setting.label}")
+    res["probe"] = {"setting": p_setting.label, "bitrate": p_setting.bitrate,
+                    **probe(cut, p_setting, data["probe_train"], data["probe_test"], args)}
+    return res
+
+
+def extract_priors(args, train_dir: Path, codebook_size: int):
+    """MFCC k-means priors of the training audio (cached in ``output_dir/priors``)."""
+    from espnet2_almtok.recipe import semantic_prior
+
+    out = args.work_dir / "priors"
+    if not (out / "prior_info.yaml").is_file():
+        semantic_prior.main(["--wav_scp", str(train_dir / "wav.scp"), "--upstream", "mfcc", "--layer", "0",
+                             "--codebook_size", str(codebook_size), "--n_q", "3",
+                             "--max_utts", str(args.max_train_utts), "--out_dir", str(out)])
+    info = yaml.safe_load((out / "prior_info.yaml").read_text())
+    return [str(out / f"codebook_{i}.npy") for i in (1, 2, 3)], int(info["dim"])
+
+
+# ------------------------------------------------------------------------------------- report
+def markdown(results: Dict) -> str:
+    m = results["machine"]
+    lines = [f"# Equal-budget comparison on real audio ({'quick smoke run' if results['quick'] else 'full run'})", "",
+             f"Command: `{results['command']}`", "",
+             f"Machine: {m['processor']}, {m['cpu_count']} CPUs, torch {m['torch']} with {m['torch_threads']} threads. "
+             f"Data: {results['data']}. Budget per system: {results['budget']}.", "",
+             f"Reference (original audio): pocketsphinx WER {results['reference']['wer']:.1f} % (the ceiling), "
+             f"DNSMOS {results['reference']['dnsmos']:.2f}.", "",
+             "| system | setting | bps | steps | mel dist | STFT dist | PESQ | STOI | WER % | DNSMOS | probe CER % |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results["systems"].items():
+        for label, s in r["settings"].items():
+            p = r["probe"]
+            probe = f"{p['cer']:.1f}" if p["setting"] == label else ""
+            lines.append(f"| {name} | {label} | {s['bitrate']:.0f} | {r['budget']['steps']} | {s['mel_distance']:.3f} | "
+                         f"{s['stft_distance']:.3f} | {s['pesq_wb']:.2f} | {s['stoi']:.3f} | {s['wer']:.1f} | "
+                         f"{s['dnsmos']:.2f} | {probe} |")
+        for label, s in r.get("untrained", {}).items():
+            lines.append(f"| {name} (untrained) | {label} | {r['settings'][label]['bitrate']:.0f} | 0 | "
+                         f"{s['mel_distance']:.3f} | {s['stft_distance']:.3f} | {s['pesq_wb']:.2f} | {s['stoi']:.3f} | "
+                         f"{s['wer']:.1f} | {s['dnsmos']:.2f} | |")
+    lines += ["", "Probe: a 2-layer BiGRU CTC character recogniser on each system's frozen tokens "
+              "(English train prompts -> English test prompts).", ""]
+    for name, r in results["systems"].items():
+        p = r["probe"]
+        lines.append(f"- {name} at {p['setting']} ({p['bitrate']:.0f} bps): CER {p['cer']:.1f} %, WER {p['wer']:.1f} % "
+                     f"(train CER {p['train_cer']:.1f} %; {p['n_train']} train / {p['n_test']} test utts)")
+    return "\n".join(lines) + "\n"
+
+
+def _save_fig(fig, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+
+
+def plot(results: Dict, out_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [("wer", "pocketsphinx WER % (lower is better)"), ("dnsmos", "DNSMOS overall"),
+               ("pesq_wb", "PESQ-wb"), ("stoi", "STOI")]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    for ax, (m, label) in zip(axes.flat, metrics):
+        for name, r in results["systems"].items():
+            pts = sorted((s["bitrate"], s[m]) for s in r["settings"].values())
+            style = "o-" if name in ("almtok", "soundstream", "encodec", "dac") else "x"
+            ax.plot(*zip(*pts), style, label=name)
+        if m in results["reference"]:
+            ax.axhline(results["reference"][m], color="k", ls="--", lw=0.8, label="original audio")
+        ax.set_xscale("log")
+        ax.set_xlabel("bitrate (bps)")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"Equal budget ({results['budget']}), real audio")
+    fig.tight_layout()
+    _save_fig(fig, out_dir / "quality_vs_bitrate.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, r in results["systems"].items():
+        xs = [c["cpu_s"] / 60 for c in r["curve"]]
+        ax.plot(xs, [c["dev_mel"] for c in r["curve"]], "o-" if not name.startswith("almtok_") else "--", label=name)
+    ax.set_xlabel("training CPU minutes")
+    ax.set_ylabel("dev mel distance (lower is better)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("Training curves (ALMTokenizer: stage 2 in the last quarter)")
+    fig.tight_layout()
+    _save_fig(fig, out_dir / "training_curves.png")
+
+
+# ------------------------------------------------------------------------------------- main
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", type=Path, required=True, help="formatted data: <dir>/{train,dev,test}")
+    p.add_argument("--output_dir", type=Path, required=True, help="results and plots (small; e.g. docs/compare)")
+    p.add_argument("--work_dir", type=Path, default=None,
+                   help="trained weights, priors and per-system training records (default: <output_dir>/work)")
+    p.add_argument("--train_only", action="store_true", help="phase 1 only: train and save every system")
+    p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
+    p.add_argument("--config_dir", type=Path, default=ROOT / "conf" / "benchmark")
+    p.add_argument("--budget_minutes", type=float, default=5.0, help="training budget per system (CPU time / threads)")
+    p.add_argument("--curve_points", type=int, default=8, help="dev evaluations along the budget (>= 4)")
+    p.add_argument("--train_batch", type=int, default=4)
+    p.add_argument("--train_seconds", type=float, default=0.5)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--max_train_utts", type=int, default=0, help="0: all")
+    p.add_argument("--max_test_utts", type=int, default=40,
+                   help="test utterances scored besides the English speech prompts (all of which are)")
+    p.add_argument("--dev_clips", type=int, default=8)
+    p.add_argument("--probe_epochs", type=int, default=30)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="smoke run: seconds of budget, few utterances")
+    return p
+
+
+def main(argv: Sequence[str] = None) -> None:
+    import sys
+
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(asctime)s (compare) %(levelname)s: %(message)s")
+    import_quietly("espnet2_almtok.tasks.codec")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.budget_minutes, args.curve_points, args.max_test_utts = 0.05, 2, 4
+        args.max_train_utts, args.dev_clips, args.probe_epochs = 12, 2, 2
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    args.work_dir = args.work_dir or args.output_dir / "work"
+    train = load_dir(args.data_dir / "train", args.max_train_utts, args.seed)
+    test = load_dir(args.data_dir / "test")
+    others = [c for c in test if c not in english_speech(test)]
+    keep = {c.utt for c in english_speech(test)} | {
+        c.utt for c in random.Random(args.seed).sample(others, min(len(others), args.max_test_utts))}
+    test = [c for c in test if c.utt in keep]  # every English prompt (WER, probe) + a sample of the rest
+    dev = load_dir(args.data_dir / "dev", args.dev_clips, args.seed)
+    data = {"train": train, "test": test, "dev": dev, "probe_train": english_speech(train),
+            "probe_test": english_speech(test)}
+    leaked = {c.text for c in data["probe_test"]} & {c.text for c in data["probe_train"]}
+    if leaked:
+        raise ValueError(f"{len(leaked)} English test prompt(s) also occur in training, e.g. {sorted(leaked)[:2]}: "
+                         "the probe would measure memory, not tokens; re-split the corpus")
+    cb_size = yaml.safe_load((args.config_dir / "almtok.yaml").read_text())["codec_conf"]["generator_params"]["codebook_size"]
+    priors = extract_priors(args, args.data_dir / "train", cb_size) if any(
+        SYSTEMS[n].priors for n in args.systems) else (None, 0)
+    en = english_speech(test)
+
+    # phase 1: training (resumable: a finished system's record is kept in work_dir/trained/)
+    trained_dir = args.work_dir / "trained"
+    trained_dir.mkdir(parents=True, exist_ok=True)
+    trained = {}
+    for name in args.systems:
+        done = trained_dir / f"{name}.json"
+        if done.is_file():
+            logging.info(f"{name}: trained earlier ({done}); delete it to retrain")
+        else:
+            atomic_write_text(done, json.dumps(train_system(name, SYSTEMS[name], data, args, priors), indent=2))
+        trained[name] = json.loads(done.read_text())
+    if args.train_only:
+        return
+
+    # phase 2: scoring by the independent judges, the probe (resumable likewise)
+    judges = Judges()
+    reference = {"wer": wer({c.utt: c.text for c in en}, {c.utt: judges.transcribe(c.wav) for c in en}),
+                 "dnsmos": float(np.nanmean([judges.dnsmos(c.wav) for c in test if c.category == "speech"]))}
+    sys_dir = args.output_dir / "systems"
+    sys_dir.mkdir(exist_ok=True)
+    results = {"quick": args.quick, "command": "python -m espnet2_almtok.bin.compare " + " ".join(sys.argv[1:] if argv is None else argv),
+               "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                           "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+               "data": f"{args.data_dir}: {len(train)} train utts ({sum(c.wav.numel() for c in train) / FS / 60:.1f} min), "
+                       f"{len(test)} test ({len(en)} English speech), {len(dev)} dev clips for the curves",
+               "budget": f"{args.budget_minutes:g} min x {torch.get_num_threads()} threads of CPU time, "
+                         f"{args.train_batch} x {args.train_seconds:g} s crops, Adam lr {args.lr:g}, seed {args.seed}",
+               "reference": reference, "systems": {}}
+    for name in args.systems:
+        done = sys_dir / f"{name}.json"
+        if done.is_file():
+            logging.info(f"{name}: scored earlier ({done}); delete it to redo")
+        else:
+            atomic_write_text(done, json.dumps(score_system(name, SYSTEMS[name], trained[name], data, judges,
+                                                            args, priors), indent=2))
+        results["systems"][name] = json.loads(done.read_text())
+    atomic_write_text(args.output_dir / "results.json", json.dumps(results, indent=2))
+    atomic_write_text(args.output_dir / "results.md", markdown(results))
+    plot(results, args.output_dir)
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
