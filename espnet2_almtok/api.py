@@ -12,6 +12,7 @@ to a whole token, and padding never changes a clip's codes (batch == one-by-one)
 """
 
 import math
+import pickle
 import tempfile
 import zipfile
 from pathlib import Path
@@ -69,10 +70,27 @@ def _read_config(config: Union[str, Path]) -> dict:
 
 def load_state_dict(model_file: Union[str, Path]) -> dict:
     """The weights of an ESPnet model file: a saved ``state_dict`` or a trainer checkpoint
-    (``checkpoint.pth``: ``{"model": state_dict, "optimizers": ...}``)."""
-    state = torch.load(model_file, map_location="cpu", weights_only=False)
+    (``checkpoint.pth``: ``{"model": state_dict, "optimizers": ...}``).
+
+    Read with ``torch.load(weights_only=True)``: tensors and plain containers only, so a
+    crafted file cannot run code. A file holding anything else is refused, naming it.
+    """
+    model_file = Path(model_file)
+    if not model_file.is_file():
+        raise FileNotFoundError(f"model file {model_file} does not exist")
+    try:
+        state = torch.load(model_file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{model_file} holds objects other than tensors and plain containers, so it is not loaded "
+            "(loading it could run code). Give a model file written by the trainer (latest.pth, "
+            f"<N>epoch.pth, valid.*.best.pth) or a packed model. ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"{model_file} is not a readable PyTorch file (truncated or corrupted?): {e}") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{model_file} is not a state dict of tensors (got {type(state).__name__})")
     return state
 
 

@@ -126,3 +126,36 @@ def test_paper_size_configs_build_and_code_at_the_paper_rates(config, fs):
     codes = tok.encode(speechlike(1.0, sr=fs), fs, window=8)
     assert codes.shape == (1, 3, 7) and int(codes.max()) < 2048
     assert tok.decode(codes, window=8).shape == (1, 7 * 8 * gen.hop_length)
+
+
+class _RunsCode:
+    """Unpickling this calls ``Path.touch`` on a chosen file (what a crafted model file does)."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.target),))
+
+
+def test_a_crafted_model_file_is_refused_without_running_code(tmp_path, debug_config, tokenizer):
+    from espnet2_almtok.api import load_state_dict
+
+    marker = tmp_path / "pwned"
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "config.yaml").write_text(open(debug_config).read())
+    state = {"codec." + k: v for k, v in tokenizer.codec.state_dict().items()}
+    torch.save({**state, "payload": _RunsCode(marker)}, exp / "model.pth")
+    with pytest.raises(ValueError, match=r"model\.pth holds objects other than tensors.*latest\.pth"):
+        ALMTokenizer.from_pretrained(exp)
+    assert not marker.exists()
+    # a truncated file names itself
+    (exp / "model.pth").write_bytes(open(exp / "model.pth", "rb").read()[:1000])
+    with pytest.raises(ValueError, match=r"model\.pth is not a readable PyTorch file"):
+        load_state_dict(exp / "model.pth")
+    # state dicts, bare or under "model" with plain-typed extras, load
+    torch.save({"model": state, "optimizers": [{"state": {}, "param_groups": [{"lr": 1e-3}]}]}, exp / "checkpoint.pth")
+    assert set(load_state_dict(exp / "checkpoint.pth")) == set(state)
