@@ -26,11 +26,18 @@ def test_parse_options_sets_known_and_rejects_unknown(tmp_path):
 
 
 def test_run_jobs_substitutes_job_and_reports_failed_logs(tmp_path):
-    sh(f'{UTILS}/run_jobs.sh JOB=1:3 log/j.JOB.log "echo hi JOB > out.JOB"', tmp_path)
+    sh(f'{UTILS}/run_jobs.sh JOB=1:3 log/j.JOB.log bash -c "echo hi JOB > out.JOB"', tmp_path)
     assert [(tmp_path / f"out.{j}").read_text().strip() for j in (1, 2, 3)] == ["hi 1", "hi 2", "hi 3"]
     assert "ended (code 0)" in (tmp_path / "log/j.2.log").read_text()
-    bad = sh(f'{UTILS}/run_jobs.sh JOB=1:3 log/b.JOB.log "test JOB -ne 2"', tmp_path, check=False)
+    bad = sh(f'{UTILS}/run_jobs.sh JOB=1:3 log/b.JOB.log test JOB -ne 2', tmp_path, check=False)
     assert bad.returncode == 1 and "1 of 3 job(s) failed; see log/b.2.log" in bad.stderr
+
+
+def test_run_jobs_never_rereads_arguments_as_shell(tmp_path):
+    """An option value with $(...), quotes or spaces reaches the command as one literal argument."""
+    sh(f"""{UTILS}/run_jobs.sh JOB=1:2 log/s.JOB.log printf '%s|' 'x$(touch pwned)' "a b" "it's JOB" """, tmp_path)
+    assert not (tmp_path / "pwned").exists()
+    assert "\nx$(touch pwned)|a b|it's 2|" in (tmp_path / "log/s.2.log").read_text()
 
 
 def test_split_and_filter_scp(tmp_path):
