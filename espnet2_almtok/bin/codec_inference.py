@@ -14,6 +14,8 @@ Outputs are written to temporary names and renamed when the job ends, and a
 """
 
 import argparse
+import hashlib
+import json
 import logging
 import shutil
 import sys
@@ -26,7 +28,8 @@ import torch
 from tqdm import tqdm
 
 from espnet2_almtok.audio import AudioError
-from espnet2_almtok.fileio import flatten_codes, move_outputs, point_scp_at_final_dir, write_meta
+from espnet2_almtok.fileio import (atomic_write_text, flatten_codes, move_outputs, point_scp_at_final_dir,
+                                  write_meta)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -51,7 +54,11 @@ def read_scp(path: str, keys=None):
     """``[(utt, path)]`` of a wav.scp, in file order, or in ``keys`` order when given."""
     from espnet2_almtok.recipe.kaldi_dir import read_table
 
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"wav.scp {path} does not exist; check --data_path_and_name_and_type")
     table = read_table(Path(path))
+    if not table:
+        raise ValueError(f"wav.scp {path} lists no utterance; expected '<utt_id> <path>' lines")
     empty = [k for k, v in table.items() if not v]
     if empty:
         raise ValueError(f"{path}: utterance {empty[0]} has no path; expected '<utt_id> <path>' lines")
@@ -61,6 +68,33 @@ def read_scp(path: str, keys=None):
     if missing:
         raise KeyError(f"{len(missing)} key(s) of the key file are not in {path}, e.g. {missing[:3]}")
     return [(k, table[k]) for k in keys]
+
+
+def job_signature(entries, args) -> str:
+    """What a finished job covers (written to ``.done``): its utterances and their paths, the
+    model file (path, size, mtime), the window and the outputs asked for."""
+    model = Path(args.model_file) if args.model_file else Path(args.model_dir)
+    stat = model.stat() if model.exists() else None
+    listing = "".join(f"{u} {p}\n" for u, p in entries)
+    return json.dumps({
+        "utterances": len(entries), "wav_scp_sha256": hashlib.sha256(listing.encode()).hexdigest(),
+        "model": str(model.resolve()), "model_size": stat.st_size if stat else None,
+        "model_mtime_ns": stat.st_mtime_ns if stat else None, "window": args.window,
+        "encode_only": bool(args.encode_only)}, indent=1) + "\n"
+
+
+def hold_lock(out: Path):
+    """An exclusive lock on ``out/.lock`` for this process's lifetime; a second job writing to
+    the same directory is refused instead of deleting this one's temporary files."""
+    import fcntl
+
+    handle = open(out / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RuntimeError(f"{out} is in use by another decoding job (lock {out / '.lock'}); wait for it "
+                           "to finish or give another --output_dir") from None
+    return handle
 
 
 def load_clip(utt: str, spec: str):
@@ -82,18 +116,25 @@ def main(cmd=None):
         args.model_dir = str(Path(args.train_config).parent)
     logging.basicConfig(level=args.log_level, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     out = Path(args.output_dir)
-    if (out / ".done").exists():
-        logging.info(f"{out} is complete (.done exists); nothing to do")
-        return
+    keys = None
+    if args.key_file:
+        keys = [line.split()[0] for line in open(args.key_file) if line.strip()]
+    entries = read_scp(args.data_path_and_name_and_type.split(",")[0], keys)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = hold_lock(out)  # noqa: F841 (held until the process exits)
+    signature = job_signature(entries, args)
+    done = out / ".done"
+    if done.exists():
+        if done.read_text() == signature:
+            logging.info(f"{out} is complete for these inputs (.done); nothing to do")
+            return
+        logging.warning(f"{out} holds outputs of other inputs or options (.done differs); redoing the job")
+        done.unlink()
     from espnet2_almtok.codec_tokenizer import load_codec_tokenizer
 
     device = "cuda" if args.ngpu > 0 else "cpu"
     tok = load_codec_tokenizer(args.model_dir, args.model_file, device=device)
     window = tok.check_window(args.window) if tok.windowed else None
-    keys = None
-    if args.key_file:
-        keys = [line.split()[0] for line in open(args.key_file) if line.strip()]
-    entries = read_scp(args.data_path_and_name_and_type.split(",")[0], keys)
 
     tmp = out / "tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -140,7 +181,7 @@ def main(cmd=None):
     if not args.encode_only:
         (tmp / "wav" / "wav.scp").write_text("".join(wav_scp))
     move_outputs(tmp, out)
-    (out / ".done").touch()
+    atomic_write_text(done, signature)
 
 
 if __name__ == "__main__":
