@@ -6,8 +6,9 @@
     >>> wav_hat = tok.decode(codes, window=4)                   # FloatTensor (B, T_wav)
     >>> tok.token_rate(4), tok.bitrate(4), tok.sample_rate
 
-Input audio may be ``(T,)``, ``(B, T)``, ``(B, C, T)`` or a list of ``(T,)`` / ``(C, T)`` clips
-of unequal lengths; other rates are resampled, channels are averaged, the tail is zero-padded
+Input audio may be a file path, ``(T,)``, one multi-channel clip ``(C, T)`` / ``(T, C)``
+(``channels_first``; default: the shorter axis is channels), a batch ``(B, C, T)``, or a list of
+clips of unequal lengths; integer PCM is scaled; other rates are resampled, channels are averaged, the tail is zero-padded
 to a whole token, and padding never changes a clip's codes (batch == one-by-one).
 """
 
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 import yaml
 
-from espnet2_almtok.audio import AudioError, resample, to_mono_tensor, validate_waveform
+from espnet2_almtok.audio import AudioError, as_clips, resample, validate_waveform
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -202,22 +203,14 @@ class ALMTokenizer(torch.nn.Module):
         return math.ceil(num_samples / (self.generator.hop_length * window))
 
     # ------------------------------------------------------------------ encode / decode
-    def _prepare(self, wav, sample_rate: int) -> (torch.Tensor, torch.Tensor):
-        """-> padded ``(B, 1, T_max)`` at the model rate and lengths ``(B,)``."""
-        if isinstance(wav, (list, tuple)):
-            clips = [to_mono_tensor(w, f"clip {i}") for i, w in enumerate(wav)]
-        else:
-            w = torch.as_tensor(wav) if not torch.is_tensor(wav) else wav
-            if w.dim() == 1:
-                clips = [w.float()]
-            elif w.dim() == 2:
-                clips = [row.float() for row in w]
-            elif w.dim() == 3:
-                clips = [c.float().mean(0) for c in w]
-            else:
-                raise AudioError(f"input: expected (T,), (B, T), (B, C, T) or a list of clips, got {tuple(w.shape)}")
-        if not clips:
-            raise AudioError("input: no clips to encode")
+    def _prepare(self, wav, sample_rate: Optional[int], channels_first: Optional[bool] = None):
+        """-> padded ``(B, 1, T_max)`` at the model rate and lengths ``(B,)``.
+
+        ``wav``: a file path; ``(T,)``; one multi-channel clip ``(C, T)`` or ``(T, C)`` (see
+        :func:`espnet2_almtok.audio.to_mono_tensor` for ``channels_first``); a batch ``(B, C, T)``;
+        or a list of clips of unequal lengths. Integer PCM is scaled to [-1, 1].
+        """
+        clips, sample_rate = as_clips(wav, sample_rate, channels_first)
         out = []
         for i, c in enumerate(clips):
             name = f"clip {i}" if len(clips) > 1 else "input"
@@ -230,12 +223,16 @@ class ALMTokenizer(torch.nn.Module):
         return batch.to(self.device), lengths.to(self.device)
 
     @torch.no_grad()
-    def encode(self, wav: Union[ArrayLike, Sequence[ArrayLike]], sample_rate: int, window: int = 4,
-               n_q: Optional[int] = None, return_lengths: bool = False):
+    def encode(self, wav: Union[str, Path, ArrayLike, Sequence[ArrayLike]], sample_rate: Optional[int] = None,
+               window: int = 4, n_q: Optional[int] = None, return_lengths: bool = False,
+               channels_first: Optional[bool] = None):
         """Audio -> codes ``(B, n_q, N)`` (LongTensor). With ``return_lengths``, also the valid
-        token count of each clip ``(B,)`` (clips shorter than the longest are padded)."""
+        token count of each clip ``(B,)`` (clips shorter than the longest are padded).
+
+        A 2-D input is *one* clip with channels (averaged); batch clips as ``(B, C, T)`` or a list.
+        """
         window = self.generator.check_window(window)
-        batch, lengths = self._prepare(wav, sample_rate)
+        batch, lengths = self._prepare(wav, sample_rate, channels_first)
         codes = self.generator.encode(batch, window, lengths=lengths if len(lengths) > 1 else None, n_q=n_q)
         if return_lengths:
             unit = self.generator.hop_length * window

@@ -4,7 +4,7 @@ Every error names the input (file or utterance id) and says what to do about it.
 """
 
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import soundfile
@@ -31,15 +31,69 @@ def read_audio(path: Union[str, Path], name: str = None) -> Tuple[np.ndarray, in
     return wav, sr
 
 
-def to_mono_tensor(wav, name: str = "input") -> torch.Tensor:
-    """Array/tensor ``(T,)``, ``(T, C)`` (soundfile) or ``(C, T)`` (C <= 8) -> float ``(T,)`` (mean of channels)."""
-    wav = torch.as_tensor(np.asarray(wav) if not torch.is_tensor(wav) else wav).float()
+PCM_SCALE = {torch.int16: 2.0 ** 15, torch.int32: 2.0 ** 31, torch.int8: 2.0 ** 7}
+
+
+def to_float(wav, name: str = "input") -> torch.Tensor:
+    """An array/tensor as float32; integer PCM is scaled to [-1, 1] (int8/16/32; uint8 centred at 128)."""
+    wav = torch.as_tensor(np.asarray(wav) if not torch.is_tensor(wav) else wav)
+    if wav.dtype in PCM_SCALE:
+        return wav.float() / PCM_SCALE[wav.dtype]
+    if wav.dtype == torch.uint8:
+        return (wav.float() - 128.0) / 128.0
+    if not (wav.dtype.is_floating_point or wav.dtype == torch.bool):
+        raise AudioError(f"{name}: integer samples of type {wav.dtype} have no PCM scale; give float "
+                         "samples in [-1, 1] or int16/int32 PCM")
+    return wav.float()
+
+
+def to_mono_tensor(wav, name: str = "input", channels_first: Optional[bool] = None) -> torch.Tensor:
+    """Array/tensor ``(T,)`` or one multi-channel clip ``(C, T)`` / ``(T, C)`` -> float ``(T,)``
+    (the mean of the channels; integer PCM scaled). ``channels_first`` says which axis holds
+    the channels; ``None``: the shorter one (soundfile gives ``(T, C)``, torchaudio ``(C, T)``),
+    and a square array is refused as ambiguous."""
+    wav = to_float(wav, name)
     if wav.dim() == 2:
-        # channels are the short axis: soundfile gives (T, C), torchaudio gives (C, T)
-        wav = wav.mean(dim=1) if wav.shape[1] <= wav.shape[0] else wav.mean(dim=0)
+        if channels_first is None:
+            if wav.shape[0] == wav.shape[1]:
+                raise AudioError(f"{name}: shape {tuple(wav.shape)} is ambiguous (channels first or last?); "
+                                 "pass channels_first=True for (C, T) or False for (T, C)")
+            channels_first = wav.shape[0] < wav.shape[1]
+        wav = wav.mean(dim=0) if channels_first else wav.mean(dim=1)
     if wav.dim() != 1:
         raise AudioError(f"{name}: expected a 1-D or 2-D (channels) waveform, got shape {tuple(wav.shape)}")
     return wav
+
+
+def as_clips(wav, sample_rate: Optional[int], channels_first: Optional[bool] = None) -> Tuple[list, int]:
+    """Any supported input -> (list of mono float ``(T,)`` clips, their sample rate).
+
+    ``wav``: a file path (its own rate; ``sample_rate`` must be None or equal); ``(T,)``; one
+    multi-channel clip ``(C, T)`` / ``(T, C)`` (:func:`to_mono_tensor`); a batch ``(B, C, T)``;
+    or a list of clips of unequal lengths. Integer PCM is scaled to [-1, 1].
+    """
+    if isinstance(wav, (str, Path)):
+        arr, file_rate = read_audio(wav)
+        if sample_rate is not None and sample_rate != file_rate:
+            raise AudioError(f"{wav} is {file_rate} Hz but sample_rate={sample_rate} was given; "
+                             "leave sample_rate out for a file")
+        wav, sample_rate, channels_first = arr, file_rate, False  # soundfile: (T, C)
+    if sample_rate is None:
+        raise ValueError("sample_rate is required for arrays and tensors (only a file path carries its own)")
+    if isinstance(wav, (list, tuple)):
+        clips = [to_mono_tensor(w, f"clip {i}", channels_first) for i, w in enumerate(wav)]
+    else:
+        w = to_float(wav)
+        if w.dim() in (1, 2):
+            clips = [to_mono_tensor(w, "input", channels_first)]
+        elif w.dim() == 3:
+            clips = [c.mean(0) for c in w]
+        else:
+            raise AudioError(f"input: expected (T,), (C, T), (T, C), (B, C, T) or a list of clips, "
+                             f"got {tuple(w.shape)}")
+    if not clips:
+        raise AudioError("input: no clips to encode")
+    return clips, sample_rate
 
 
 def validate_waveform(wav: torch.Tensor, name: str = "input") -> None:

@@ -18,7 +18,6 @@ import torch
 import yaml
 
 from espnet2_almtok.api import ALMTokenizer, _find_config, _find_model_file, load_state_dict
-from espnet2_almtok.audio import AudioError
 
 
 def codec_kind(path: Union[str, Path]) -> str:
@@ -89,21 +88,18 @@ class ESPnetCodecTokenizer(torch.nn.Module):
         return math.ceil(num_samples / self.hop_length)
 
     @torch.no_grad()
-    def encode(self, wav, sample_rate: int, window: Optional[int] = None, n_q: Optional[int] = None,
-               return_lengths: bool = False):
-        """Clips (a list of ``(T,)`` or a ``(B, T)`` tensor) -> codes ``(B, n_q, N)``.
+    def encode(self, wav, sample_rate: Optional[int] = None, window: Optional[int] = None,
+               n_q: Optional[int] = None, return_lengths: bool = False, channels_first: Optional[bool] = None):
+        """Audio (as :meth:`ALMTokenizer.encode` takes it) -> codes ``(B, n_q, N)``.
 
         Clips are encoded one at a time (ESPnet's conv codecs are not padding-exact) and the
         tail is zero-padded to a whole frame.
         """
-        from espnet2_almtok.audio import resample, to_mono_tensor, validate_waveform
+        from espnet2_almtok.audio import as_clips, resample, validate_waveform
 
-        clips = list(wav) if isinstance(wav, (list, tuple)) or torch.as_tensor(wav).dim() == 2 else [wav]
-        if not clips:
-            raise AudioError("input: no clips to encode")
+        clips, sample_rate = as_clips(wav, sample_rate, channels_first)
         out, lengths = [], []
         for i, c in enumerate(clips):
-            c = to_mono_tensor(c, f"clip {i}")
             validate_waveform(c, f"clip {i}")
             c = resample(c, sample_rate, self.sample_rate, f"clip {i}")
             n = self.num_tokens(c.numel())

@@ -3,6 +3,7 @@
 See ``espnet2_almtok/codec/__init__.py`` for the shape conventions.
 """
 
+import numbers
 from typing import Dict, Optional, Sequence, Union
 
 import torch
@@ -117,6 +118,8 @@ class ALMTokenizerGenerator(nn.Module):
         return self.sample_rate / self.hop_length
 
     def check_window(self, window: int) -> int:
+        if isinstance(window, bool) or not isinstance(window, numbers.Real) or not float(window).is_integer():
+            raise ValueError(f"window must be an integer (one of {self.windows}), got {window!r}")
         if int(window) not in self.windows:
             raise ValueError(f"window w={window} was not trained; this model supports w in {self.windows}")
         return int(window)

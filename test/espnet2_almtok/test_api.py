@@ -159,3 +159,35 @@ def test_a_crafted_model_file_is_refused_without_running_code(tmp_path, debug_co
     # state dicts, bare or under "model" with plain-typed extras, load
     torch.save({"model": state, "optimizers": [{"state": {}, "param_groups": [{"lr": 1e-3}]}]}, exp / "checkpoint.pth")
     assert set(load_state_dict(exp / "checkpoint.pth")) == set(state)
+
+
+def test_common_array_layouts_are_read_as_one_clip(tokenizer, tmp_path):
+    """soundfile's (T, C), torchaudio's (C, T), int16 PCM and a file path all give the codes of
+    the same mono clip; batches are (B, C, T) or lists."""
+    import numpy as np
+    import soundfile
+
+    mono = speechlike(0.8)
+    ref = tokenizer.encode(mono, 16000)
+    stereo_tc = torch.stack([mono, mono], 1)  # soundfile.read layout
+    assert torch.equal(tokenizer.encode(stereo_tc.numpy(), 16000), ref)
+    assert torch.equal(tokenizer.encode(stereo_tc.T, 16000), ref)  # torchaudio.load layout
+    assert torch.equal(tokenizer.encode(stereo_tc, 16000, channels_first=False), ref)
+    pcm = (mono.numpy() * 32767).astype(np.int16)
+    assert (tokenizer.encode(pcm, 16000) != ref).float().mean() < 0.05  # scaled, not 32767x too loud
+    soundfile.write(tmp_path / "a.wav", stereo_tc.numpy(), 16000)
+    assert (tokenizer.encode(tmp_path / "a.wav") != ref).float().mean() < 0.05  # PCM16 on disk
+    with pytest.raises(AudioError, match="is 16000 Hz but sample_rate=8000"):
+        tokenizer.encode(str(tmp_path / "a.wav"), 8000)
+    with pytest.raises(AudioError, match="ambiguous"):
+        tokenizer.encode(torch.randn(4, 4), 16000)
+    with pytest.raises(ValueError, match="sample_rate is required"):
+        tokenizer.encode(mono)
+    batch = tokenizer.encode(torch.stack([stereo_tc.T, stereo_tc.T]), 16000)  # (B, C, T)
+    assert batch.shape[0] == 2 and torch.equal(batch[1], ref[0])
+
+
+@pytest.mark.parametrize("window", [4.5, "4", True])
+def test_a_fractional_or_non_numeric_window_is_refused(tokenizer, window):
+    with pytest.raises((ValueError, TypeError)):
+        tokenizer.encode(speechlike(0.3), 16000, window=window)
