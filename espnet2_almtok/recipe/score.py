@@ -2,20 +2,37 @@
 
     python -m espnet2_almtok.recipe.score --ref_scp dump/raw/test/wav.scp \\
         --hyp_scp exp/codec/decode_w4/test/wav/wav.scp --codes_dir exp/codec/decode_w4/test/codes \\
-        --out_dir exp/codec/decode_w4/test/scores
+        --text dump/raw/test/text [--utt2category dump/raw/test/utt2category] [--utt2lang ...] \\
+        [--judges asr,dnsmos,spk --spk_model DIR] --out_dir exp/codec/decode_w4/test/scores
 
 Per utterance: ``mel_distance`` (L1 of log-mel, 80 bands), ``stft_distance`` (multi-resolution
 STFT: spectral convergence + log-magnitude L1), ``pesq_wb`` (16 kHz wide-band; NaN where PESQ
-finds no speech, e.g. tones), ``stoi``, ``si_snr`` (dB). Writes ``utt_result.txt`` (TSV),
-``avg_result.txt`` (means over finite values, with counts) and ``result.md`` (one table with
-token rate and bitrate from the codes' ``meta.yaml``).
+finds no speech, e.g. tones), ``stoi``, ``si_snr`` (dB).
+
+Independent judges (``--judges``, default ``asr,dnsmos``; ``none`` turns them off; see
+:mod:`espnet2_almtok.recipe.judges`):
+
+- ``asr``: pocketsphinx (English) on the resynthesis -> ``asr_wer``/``asr_cer`` (%) against
+  ``--text``, and on the original audio -> ``asr_wer_ref``/``asr_cer_ref`` (the ceiling). Only
+  English speech with a transcript: utt2lang ``en`` (when ``--utt2lang`` is given), utt2category
+  ``speech`` (when ``--utt2category`` is given); other utterances have no ASR entry ("-").
+  The averages hold corpus figures: total errors / total reference words (characters).
+- ``dnsmos``: DNSMOS ``dnsmos_{ovrl,sig,bak,p808}`` of the resynthesis and ``dnsmos_*_ref`` of the
+  original, for speech utterances (all utterances without ``--utt2category``).
+- ``spk``: ``spk_sim``, cosine similarity of x-vectors of resynthesis and original (speech
+  utterances) from a local HuggingFace ``*ForXVector`` model, ``--spk_model DIR``.
+
+Writes ``utt_result.txt`` (TSV; "-" where a judge does not apply), ``avg_result.txt`` (ESPnet
+style ``key: value`` lines: means over finite values with their counts ``<key>_n``, corpus WER/CER,
+token rate and bitrate from the codes' ``meta.yaml``), ``result.md`` (one table), and with
+``asr`` the transcripts ``asr_text`` (resynthesis) and ``asr_text_ref`` (original) as Kaldi tables.
 """
 
 import argparse
 import logging
 import math
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +42,10 @@ from tqdm import tqdm
 from espnet2_almtok.audio import read_audio, resample, to_mono_tensor
 from espnet2_almtok.codec.stft_loss import MultiResolutionSTFTLoss
 from espnet2_almtok.fileio import atomic_write_text
-from espnet2_almtok.recipe.kaldi_dir import read_table
+from espnet2_almtok.lm.metrics import normalize_text
+from espnet2_almtok.recipe.judges import (DNSMOS, JudgeUnavailable, asr_error_rates, build_judges, is_english,
+                                          parse_judges)
+from espnet2_almtok.recipe.kaldi_dir import read_table, write_table
 
 METRICS = ("mel_distance", "stft_distance", "pesq_wb", "stoi", "si_snr")
 
@@ -93,12 +113,133 @@ def load(spec: str, utt: str, fs: int) -> torch.Tensor:
     return resample(to_mono_tensor(wav, utt), sr, fs, utt)
 
 
-def average(rows: List[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+def average(rows: List[Dict[str, float]], columns: Sequence[str] = METRICS) -> Dict[str, Dict[str, float]]:
+    """Mean and count of the finite values of each column (rows without the column are skipped)."""
     out = {}
-    for m in METRICS:
-        vals = [r[m] for r in rows if math.isfinite(r[m])]
+    for m in columns:
+        vals = [r[m] for r in rows if m in r and math.isfinite(r[m])]
         out[m] = {"mean": float(np.mean(vals)) if vals else math.nan, "n": len(vals)}
     return out
+
+
+def judge_columns(names: Sequence[str]) -> List[str]:
+    """Per-utterance columns the judges ``names`` add, in a fixed order."""
+    cols = {"asr": ["asr_wer", "asr_cer", "asr_wer_ref", "asr_cer_ref"],
+            "dnsmos": list(DNSMOS.keys) + [k + "_ref" for k in DNSMOS.keys], "spk": ["spk_sim"]}
+    return [c for n in ("asr", "dnsmos", "spk") if n in names for c in cols[n]]
+
+
+def read_optional_table(path: Optional[Path], flag: str) -> Dict[str, str]:
+    """A Kaldi table given by ``flag``; ``{}`` when the flag was not given."""
+    if path is None:
+        return {}
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{flag} {path} does not exist; give an existing Kaldi table or leave {flag} out")
+    return read_table(path)
+
+
+class Selection:
+    """Which utterances the judges score: DNSMOS / speaker similarity take speech (every
+    utterance when there is no utt2category), ASR English speech with a non-empty transcript
+    (every utterance counts as English when there is no utt2lang)."""
+
+    def __init__(self, text: Dict[str, str], utt2lang: Dict[str, str], utt2category: Dict[str, str]):
+        self.text, self.utt2lang, self.utt2category = text, utt2lang, utt2category
+
+    def is_speech(self, utt: str) -> bool:
+        return not self.utt2category or self.utt2category.get(utt, "").strip().lower() == "speech"
+
+    def is_english(self, utt: str) -> bool:
+        return not self.utt2lang or is_english(self.utt2lang.get(utt))
+
+    def asr_refs(self, utts: Sequence[str]) -> Dict[str, str]:
+        """``{utt: transcript}`` of the utterances the ASR judge scores."""
+        return {u: self.text[u] for u in utts
+                if self.is_speech(u) and self.is_english(u) and normalize_text(self.text.get(u, ""))}
+
+
+class JudgePanel:
+    """Runs the loaded judges on one utterance (reference and resynthesis, ``(T,)`` at ``fs``)
+    and, after the last one, turns the collected transcripts into WER/CER columns."""
+
+    def __init__(self, judges: Dict[str, object], selection: Selection, asr_refs: Dict[str, str], fs: int):
+        self.judges, self.selection, self.asr_refs, self.fs = judges, selection, asr_refs, fs
+        self.asr_hyp: Dict[str, str] = {}
+        self.asr_hyp_ref: Dict[str, str] = {}
+        self.corpus: Dict[str, float] = dict(asr_wer=math.nan, asr_cer=math.nan, asr_wer_ref=math.nan,
+                                             asr_cer_ref=math.nan, asr_n=0, asr_words=0)
+
+    def __call__(self, utt: str, ref: torch.Tensor, hyp: torch.Tensor) -> Dict[str, float]:
+        row = {}
+        if "asr" in self.judges and utt in self.asr_refs:
+            self.asr_hyp[utt] = self.judges["asr"](hyp, self.fs, utt)
+            self.asr_hyp_ref[utt] = self.judges["asr"](ref, self.fs, utt)
+        if self.selection.is_speech(utt):
+            if "dnsmos" in self.judges:
+                row.update(self.judges["dnsmos"](hyp, self.fs, utt))
+                row.update({k + "_ref": v for k, v in self.judges["dnsmos"](ref, self.fs, utt).items()})
+            if "spk" in self.judges:
+                row["spk_sim"] = self.judges["spk"](ref, hyp, self.fs, utt)
+        return row
+
+    def finish(self, rows: List[Dict]) -> None:
+        """Add ``asr_{wer,cer}[_ref]`` (%) to the rows and put the corpus figures in ``self.corpus``."""
+        if "asr" not in self.judges or not self.asr_refs:
+            return
+        hyp_corpus, hyp_rows = asr_error_rates(self.asr_refs, self.asr_hyp)
+        ref_corpus, ref_rows = asr_error_rates(self.asr_refs, self.asr_hyp_ref)
+        for row in rows:
+            if row["utt"] in hyp_rows:
+                h, r = hyp_rows[row["utt"]], ref_rows[row["utt"]]
+                row.update(asr_wer=h["wer"], asr_cer=h["cer"], asr_wer_ref=r["wer"], asr_cer_ref=r["cer"])
+        self.corpus = dict(asr_wer=hyp_corpus["wer"], asr_cer=hyp_corpus["cer"], asr_wer_ref=ref_corpus["wer"],
+                           asr_cer_ref=ref_corpus["cer"], asr_n=hyp_corpus["n"],
+                           asr_words=sum(len(normalize_text(t).split()) for t in self.asr_refs.values()))
+
+
+def _cell(row: Dict, col: str) -> str:
+    return f"{row[col]:.4f}" if col in row else "-"
+
+
+def write_outputs(args, rows: List[Dict], columns: List[str], panel: JudgePanel) -> str:
+    """``utt_result.txt``, ``avg_result.txt`` (``key: value``), ``result.md`` (+ ASR transcripts);
+    returns the markdown table."""
+    out = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["utt\t" + "\t".join(columns)] + [r["utt"] + "\t" + "\t".join(_cell(r, c) for c in columns) for r in rows]
+    atomic_write_text(out / "utt_result.txt", "\n".join(lines) + "\n")
+    if panel.asr_hyp:
+        write_table(out / "asr_text", panel.asr_hyp)
+        write_table(out / "asr_text_ref", panel.asr_hyp_ref)
+    corpus_keys = [c for c in columns if c.startswith("asr_")]
+    avg = average(rows, [c for c in columns if c not in corpus_keys])
+    meta = {}
+    if args.codes_dir is not None:
+        from espnet2_almtok.fileio import read_meta
+
+        meta = read_meta(args.codes_dir)
+    avg_lines = [f"n_utt: {len(rows)}"]
+    for m, v in avg.items():
+        avg_lines += [f"{m}: {v['mean']:.4f}", f"{m}_n: {v['n']}"]
+    if corpus_keys:  # corpus WER/CER: total errors / total reference words (characters)
+        c = panel.corpus
+        avg_lines += [f"{k}: {c[k]:.2f}" for k in corpus_keys]
+        avg_lines += [f"asr_n: {c['asr_n']}", f"asr_words: {c['asr_words']}"]
+    if meta:
+        avg_lines += [f"token_rate: {meta['token_rate']:.4f}", f"bitrate: {meta['bitrate']:.1f}",
+                      f"window: {meta['window']}", f"n_q: {meta['n_q']}"]
+    atomic_write_text(out / "avg_result.txt", "\n".join(avg_lines) + "\n")
+
+    shown = list(METRICS) + [c for c in ("asr_wer", "asr_wer_ref", "dnsmos_ovrl", "dnsmos_ovrl_ref", "spk_sim")
+                             if c in columns]
+    header = ["set", "#utt"] + (["w", "tokens/s", "bps"] if meta else []) + shown
+    cells = [args.title or str(out.parent), str(len(rows))]
+    if meta:
+        cells += [str(meta["window"]), f"{meta['token_rate']:.2f}", f"{meta['bitrate']:.1f}"]
+    cells += [f"{panel.corpus[m]:.2f}" if m in corpus_keys else f"{avg[m]['mean']:.3f}" for m in shown]
+    md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n| " + " | ".join(cells) + " |\n"
+    atomic_write_text(out / "result.md", md)
+    return md
 
 
 def main(argv: Sequence[str] = None) -> None:
@@ -109,6 +250,12 @@ def main(argv: Sequence[str] = None) -> None:
     p.add_argument("--fs", type=int, default=16000)
     p.add_argument("--out_dir", type=Path, required=True)
     p.add_argument("--title", default=None)
+    p.add_argument("--text", type=Path, default=None, help="reference transcripts (Kaldi 'utt text') for the asr judge")
+    p.add_argument("--utt2lang", type=Path, default=None, help="Kaldi 'utt lang'; ASR only where lang is en")
+    p.add_argument("--utt2category", type=Path, default=None,
+                   help="Kaldi 'utt category'; the judges score only 'speech' utterances")
+    p.add_argument("--judges", default="asr,dnsmos", help="comma list of asr,dnsmos,spk, or none")
+    p.add_argument("--spk_model", type=Path, default=None, help="local HuggingFace *ForXVector dir (spk judge)")
     args = p.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
     ref, hyp = read_table(args.ref_scp), read_table(args.hyp_scp)
@@ -116,34 +263,31 @@ def main(argv: Sequence[str] = None) -> None:
     if missing:
         raise KeyError(f"{len(missing)} reference utterance(s) have no resynthesis in {args.hyp_scp}, "
                        f"e.g. {missing[:3]}; rerun decoding (stage 7)")
+    try:
+        names = parse_judges(args.judges)
+        judges = build_judges(names, args.spk_model)
+    except (ValueError, JudgeUnavailable) as e:
+        p.error(str(e))
+    selection = Selection(read_optional_table(args.text, "--text"), read_optional_table(args.utt2lang, "--utt2lang"),
+                          read_optional_table(args.utt2category, "--utt2category"))
+    utts = sorted(ref)
+    asr_refs = selection.asr_refs(utts)
+    if "asr" in judges:
+        if args.text is None:
+            logging.warning("asr judge: no --text (reference transcripts), so no WER; "
+                            "give --text or drop asr from --judges")
+        logging.info(f"asr judge: {len(asr_refs)} of {len(utts)} utterances (English speech with a transcript)")
+    panel = JudgePanel(judges, selection, asr_refs, args.fs)
     scorer = Scorer(args.fs)
     rows = []
-    for utt in tqdm(sorted(ref), desc="score", unit="utt"):
-        row = scorer(load(ref[utt], utt, args.fs), load(hyp[utt], utt, args.fs))
+    for utt in tqdm(utts, desc="score", unit="utt"):
+        r, h = load(ref[utt], utt, args.fs), load(hyp[utt], utt, args.fs)
+        row = scorer(r, h)
+        row.update(panel(utt, r, h))
         row["utt"] = utt
         rows.append(row)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    lines = ["utt\t" + "\t".join(METRICS)]
-    lines += [r["utt"] + "\t" + "\t".join(f"{r[m]:.4f}" for m in METRICS) for r in rows]
-    atomic_write_text(args.out_dir / "utt_result.txt", "\n".join(lines) + "\n")
-    avg = average(rows)
-    meta = {}
-    if args.codes_dir is not None:
-        from espnet2_almtok.fileio import read_meta
-
-        meta = read_meta(args.codes_dir)
-    avg_lines = [f"{m}\t{v['mean']:.4f}\t(n={v['n']})" for m, v in avg.items()]
-    if meta:
-        avg_lines += [f"token_rate\t{meta['token_rate']:.4f}", f"bitrate\t{meta['bitrate']:.1f}",
-                      f"window\t{meta['window']}", f"n_q\t{meta['n_q']}"]
-    atomic_write_text(args.out_dir / "avg_result.txt", "\n".join(avg_lines) + "\n")
-    header = ["set", "#utt"] + (["w", "tokens/s", "bps"] if meta else []) + list(METRICS)
-    cells = [args.title or str(args.out_dir.parent), str(len(rows))]
-    if meta:
-        cells += [str(meta["window"]), f"{meta['token_rate']:.2f}", f"{meta['bitrate']:.1f}"]
-    cells += [f"{avg[m]['mean']:.3f}" for m in METRICS]
-    md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n| " + " | ".join(cells) + " |\n"
-    atomic_write_text(args.out_dir / "result.md", md)
+    panel.finish(rows)
+    md = write_outputs(args, rows, list(METRICS) + judge_columns(names), panel)
     print(md)
 
 

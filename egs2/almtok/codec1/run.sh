@@ -42,6 +42,9 @@ stage2_freeze_param="codec.generator.patchify codec.generator.encoder codec.gene
 stage2_codec_conf="use_mae_loss=false use_ar_loss=false"   # stage 2: no MAE masking, no AR loss
 window=4                   # decoding: query window w (token rate = 50 Hz / w)
 decode_nj=2
+score_judges=asr,dnsmos    # stage 8 independent judges: asr (pocketsphinx WER), dnsmos, spk (needs
+                           # --score_spk_model DIR, a local HuggingFace *ForXVector model), or none
+score_spk_model=""
 benchmark_args=""          # stage 10: extra options, e.g. "--quick" or "--train_steps 1000"
 ngpu=0
 nj=2
@@ -232,8 +235,13 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
   log "Stage 8: scoring"
   for s in ${test_sets}; do
     dir=${final_exp}/decode_w${window}/${s}
+    judge_args=(--judges "${score_judges}")
+    for f in text utt2lang utt2category; do
+      if [ -f "dump/raw/${s}/${f}" ]; then judge_args+=(--"${f}" "dump/raw/${s}/${f}"); fi
+    done
+    [ -z "${score_spk_model}" ] || judge_args+=(--spk_model "${score_spk_model}")
     python -m espnet2_almtok.recipe.score --ref_scp "dump/raw/${s}/wav.scp" --hyp_scp "${dir}/wav/wav.scp" \
-      --codes_dir "${dir}/codes" --fs "${fs}" --out_dir "${dir}/scores" --title "${tag} ${s}" \
+      --codes_dir "${dir}/codes" --fs "${fs}" --out_dir "${dir}/scores" --title "${tag} ${s}" "${judge_args[@]}" \
       > "${dir}/scores.log" 2>&1 || { echo "scoring failed; see ${dir}/scores.log" >&2; tail "${dir}/scores.log" >&2; exit 1; }
     cat "${dir}/scores/result.md"
   done

@@ -178,7 +178,7 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
           rt=()
           [ -f "${dir}/roundtrip/decode_asr/.done" ] && rt=(--asr_ref "${dir}/ref" --asr_hyp "${dir}/roundtrip/decode_asr/text")
           run_logged "${dir}/scores.log" python -m espnet2_almtok.recipe.lm_score tts \
-            --ref_scp "${audio_dump}/${s}/wav.scp" --hyp_scp "${dir}/wav/wav.scp" "${rt[@]}" \
+            --ref_scp "${audio_dump}/${s}/wav.scp" --hyp_scp "${dir}/wav/wav.scp" "${rt[@]}" --text "${dir}/ref" \
             --out_dir "${dir}/scores" --title "${s}" ;;
       esac
       summary+="\n## ${t} (${s})\n\n$(cat "${dir}/scores/result.md")\n"

@@ -29,7 +29,7 @@ def check_decoding(recipe: Path, test_set: str, window: int = 4):
     for utt, path in wavs.items():
         info = soundfile.info(path)
         assert info.samplerate == 16000 and info.frames == int(n_samples[utt]), utt
-    avg = dict(line.split("\t")[:2] for line in (dec / "scores" / "avg_result.txt").read_text().splitlines())
+    avg = dict(line.split(": ", 1) for line in (dec / "scores" / "avg_result.txt").read_text().splitlines())
     for metric in ("mel_distance", "stft_distance", "stoi", "si_snr"):
         assert np.isfinite(float(avg[metric])), metric
     assert float(avg["token_rate"]) == 12.5 and float(avg["bitrate"]) == 12.5 * 3 * 6

@@ -16,7 +16,7 @@ def table(path: Path) -> dict:
 
 
 def avg(path: Path) -> dict:
-    return {k: float(v) for k, v in (line.split("\t") for line in path.read_text().splitlines())}
+    return {k: float(v) for k, v in (line.split(": ", 1) for line in path.read_text().splitlines())}
 
 
 def lm_recipe_beside(codec_recipe: Path) -> Path:

@@ -1,0 +1,101 @@
+"""Stage-8 scoring with the independent judges on three tiny utterances: English speech with a
+transcript, the same speech labelled French, and a sound with a caption."""
+
+import math
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from espnet2_almtok.recipe import score
+
+FOX = "the quick brown fox jumps over the lazy dog"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """ref/hyp wav.scp (hyp: the reference plus faint noise, a stand-in resynthesis), text,
+    utt2lang, utt2category."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    d = tmp_path_factory.mktemp("score")
+    subprocess.run(["espeak-ng", "-v", "en-us+f2", "-s", "140", "-w", str(d / "fox22k.wav"), FOX], check=True)
+    fox, sr = soundfile.read(str(d / "fox22k.wav"), dtype="float32")
+    rng = np.random.default_rng(0)
+    t = np.arange(int(1.5 * sr)) / sr
+    audio = {"en_speech": fox, "fr_speech": fox, "sound": (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)}
+    ref_scp, hyp_scp = [], []
+    for utt, wav in audio.items():
+        soundfile.write(d / f"{utt}.ref.wav", wav, sr)
+        soundfile.write(d / f"{utt}.hyp.wav", np.clip(wav + 0.003 * rng.standard_normal(wav.size), -1, 1), sr)
+        ref_scp.append(f"{utt} {d / f'{utt}.ref.wav'}\n")
+        hyp_scp.append(f"{utt} {d / f'{utt}.hyp.wav'}\n")
+    (d / "ref.scp").write_text("".join(ref_scp))
+    (d / "hyp.scp").write_text("".join(hyp_scp))
+    (d / "text").write_text(f"en_speech {FOX.upper()}.\nfr_speech {FOX}\nsound a steady high tone\n")
+    (d / "utt2lang").write_text("en_speech en\nfr_speech fr\nsound en\n")
+    (d / "utt2category").write_text("en_speech speech\nfr_speech speech\nsound sound\n")
+    return d
+
+
+def run(d, out, *extra):
+    score.main(["--ref_scp", str(d / "ref.scp"), "--hyp_scp", str(d / "hyp.scp"), "--fs", "16000",
+                "--out_dir", str(d / out), *extra])
+    return d / out
+
+
+def read_avg(path) -> dict:
+    lines = path.read_text().splitlines()
+    assert all(re.fullmatch(r"\w+: \S+", line) for line in lines), lines  # ESPnet style
+    return dict(line.split(": ") for line in lines)
+
+
+def read_utt(path) -> dict:
+    header, *rows = [line.split("\t") for line in path.read_text().splitlines()]
+    return {row[0]: dict(zip(header[1:], row[1:])) for row in rows}
+
+
+def test_judges_add_columns_only_where_they_apply(data):
+    out = run(data, "s", "--text", str(data / "text"), "--utt2lang", str(data / "utt2lang"),
+              "--utt2category", str(data / "utt2category"))
+    utt = read_utt(out / "utt_result.txt")
+    cols = set(utt["en_speech"])
+    assert set(score.METRICS) | {"asr_wer", "asr_cer", "asr_wer_ref", "asr_cer_ref", "dnsmos_ovrl", "dnsmos_sig",
+                                 "dnsmos_bak", "dnsmos_p808", "dnsmos_ovrl_ref", "dnsmos_p808_ref"} <= cols
+    # English speech: every judge; French speech: no ASR, DNSMOS; the sound: neither
+    assert float(utt["en_speech"]["asr_wer"]) <= 60.0 and float(utt["en_speech"]["asr_wer_ref"]) <= 60.0
+    assert utt["fr_speech"]["asr_wer"] == "-" and float(utt["fr_speech"]["dnsmos_ovrl"]) > 1.0
+    assert utt["sound"]["asr_wer"] == "-" and utt["sound"]["dnsmos_ovrl"] == "-"
+    assert math.isfinite(float(utt["sound"]["mel_distance"]))
+    avg = read_avg(out / "avg_result.txt")
+    assert avg["n_utt"] == "3" and avg["asr_n"] == "1" and avg["asr_words"] == "9" and avg["dnsmos_ovrl_n"] == "2"
+    # one utterance: the corpus WER is its WER
+    assert float(avg["asr_wer"]) == pytest.approx(float(utt["en_speech"]["asr_wer"]), abs=0.01)
+    assert abs(float(avg["dnsmos_ovrl"]) - float(avg["dnsmos_ovrl_ref"])) < 0.5  # faint noise only
+    transcripts = (out / "asr_text").read_text().splitlines()
+    assert len(transcripts) == 1 and transcripts[0].startswith("en_speech ")
+    md = (out / "result.md").read_text()
+    assert "| asr_wer | asr_wer_ref | dnsmos_ovrl | dnsmos_ovrl_ref |" in md
+
+
+def test_without_judges_the_classic_scores_remain(data):
+    out = run(data, "none", "--judges", "none", "--text", str(data / "text"))
+    utt = read_utt(out / "utt_result.txt")
+    assert list(utt["sound"]) == list(score.METRICS)
+    avg = read_avg(out / "avg_result.txt")
+    assert set(avg) == {"n_utt"} | set(score.METRICS) | {f"{m}_n" for m in score.METRICS}
+    assert not (out / "asr_text").exists()
+
+
+def test_a_missing_judge_package_names_it_and_the_way_out(data, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "speechmos.dnsmos", None)
+    with pytest.raises(SystemExit):
+        run(data, "x", "--judges", "dnsmos")
+    err = capsys.readouterr().err
+    assert "`speechmos`" in err and "--judges none" in err
+    with pytest.raises(FileNotFoundError, match="--utt2lang"):
+        run(data, "x", "--judges", "none", "--utt2lang", str(data / "absent"))
