@@ -26,8 +26,10 @@ def make_data_dir(root: Path, n: int = 4, seconds: float = 0.8) -> Path:
 
 
 def test_print_config_round_trip(tmp_path, debug_config):
-    out = run(["-m", "espnet2_almtok.bin.codec_train", "--config", str(debug_config), "--print_config"],
-              cwd=tmp_path).stdout
+    proc = run(["-m", "espnet2_almtok.bin.codec_train", "--config", str(debug_config), "--print_config"],
+               cwd=tmp_path)
+    assert "nltk_data" not in proc.stderr  # no NLTK download attempts at start-up
+    out = proc.stdout
     printed = yaml.safe_load(out)
     assert printed["codec"] == "almtok"
     gen = printed["codec_conf"]["generator_params"]
