@@ -1,0 +1,62 @@
+"""The equal-budget comparison end to end on a tiny corpus (slow suite: ~2 min)."""
+
+import json
+import subprocess
+
+import pytest
+import soundfile
+
+from conftest import run_python
+
+SENTENCES = ["press one for sales", "the number you dialed is busy", "please hold the line",
+             "goodbye and thank you", "your call is important", "enter your pin now",
+             "the party you are calling", "is not available", "please try again later",
+             "welcome to the system", "one two three four", "you have new messages"]
+
+
+def espeak(text: str, path, voice: str = "en-us") -> None:
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True, capture_output=True)
+
+
+def make_set(root, name, items):
+    d = root / name
+    (d / "wav").mkdir(parents=True)
+    rows = {f: [] for f in ("wav.scp", "text", "utt2category", "utt2lang")}
+    for i, (text, cat) in enumerate(items):
+        utt = f"{name}{i:02d}"
+        wav = d / "wav" / f"{utt}.wav"
+        espeak(text, wav) if cat == "speech" else subprocess.run(
+            ["sox", "-n", "-r", "16000", str(wav), "synth", "1.0", "sine", "440"], check=True)
+        rows["wav.scp"].append(f"{utt} {wav}")
+        rows["text"].append(f"{utt} {text}")
+        rows["utt2category"].append(f"{utt} {cat}")
+        rows["utt2lang"].append(f"{utt} {'en' if cat == 'speech' else 'none'}")
+    for f, lines in rows.items():
+        (d / f).write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_compare_quick_run_writes_every_record_and_resumes(tmp_path):
+    make_set(tmp_path / "data", "train", [(s, "speech") for s in SENTENCES[:9]] + [("a tone", "sound")])
+    make_set(tmp_path / "data", "dev", [(SENTENCES[9], "speech")])
+    make_set(tmp_path / "data", "test", [(s, "speech") for s in SENTENCES[10:]] + [("a tone", "sound")])
+    out = tmp_path / "out"
+    args = ["-m", "espnet2_almtok.bin.compare", "--data_dir", str(tmp_path / "data"), "--output_dir", str(out),
+            "--quick", "--systems", "almtok", "almtok_no_ar", "dac"]
+    run_python(args, cwd=tmp_path, timeout=900)
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["systems"]) == {"almtok", "almtok_no_ar", "dac"}
+    alm = res["systems"]["almtok"]
+    assert set(alm["settings"]) == {"w=2", "w=4", "w=8"} and set(alm["untrained"]) == {"w=4"}
+    assert alm["curve"][-1]["stage"] == 2 and alm["budget"]["steps"] > 0  # both stages ran
+    assert set(res["systems"]["dac"]["settings"]) == {"n_q=1"}  # the lowest bitrate
+    for r in res["systems"].values():
+        for s in r["settings"].values():
+            assert {"wer", "dnsmos", "pesq_wb", "stoi", "mel_distance", "bitrate"} <= set(s)
+        assert 0 <= r["probe"]["cer"] and r["probe"]["n_test"] == 2
+    assert 0 <= res["reference"]["wer"] <= 100
+    for f in ("results.md", "quality_vs_bitrate.png", "training_curves.png"):
+        assert (out / f).stat().st_size > 0
+    # a rerun keeps finished systems
+    rerun = run_python(args, cwd=tmp_path, timeout=900)
+    assert "trained earlier" in rerun.stderr and "scored earlier" in rerun.stderr
