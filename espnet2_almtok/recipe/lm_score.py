@@ -38,8 +38,8 @@ def write_results(out_dir: Path, title: str, avg: Dict[str, float], rows: List[D
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "avg_result.txt", "".join(f"{k}: {_fmt(v)}\n" for k, v in avg.items()))
     if rows:
-        cols = list(rows[0])
-        lines = ["\t".join(cols)] + ["\t".join(_fmt(r[c]) for c in cols) for r in rows]
+        cols = list(dict.fromkeys(c for r in rows for c in r))  # "-" where a judge did not apply
+        lines = ["\t".join(cols)] + ["\t".join(_fmt(r[c]) if c in r else "-" for c in cols) for r in rows]
         atomic_write_text(out_dir / "utt_result.txt", "\n".join(lines) + "\n")
     md = f"| {' | '.join(['set'] + list(avg))} |\n|{'---|' * (len(avg) + 1)}\n"
     md += f"| {' | '.join([title] + [_fmt(v) for v in avg.values()])} |\n"
@@ -68,17 +68,21 @@ def score_caption(ref: Path, hyp: Path) -> (Dict, List[Dict]):
 
 
 def score_tts(ref_scp: Path, hyp_scp: Path, fs: int, asr_ref: Path = None, asr_hyp: Path = None,
-              text: Optional[Path] = None, judges: Optional[Dict[str, object]] = None):
+              text: Optional[Path] = None, judges: Optional[Dict[str, object]] = None,
+              utt2lang: Optional[Path] = None):
     """Synthesis vs reference recordings -> (averages, per-utterance rows). ``judges``:
-    ``{"asr": SphinxASR, "dnsmos": DNSMOS}`` (either may be absent); ``asr`` needs ``text``."""
+    ``{"asr": SphinxASR, "dnsmos": DNSMOS}`` (either may be absent); ``asr`` needs ``text`` and
+    judges English only: the utterances whose ``utt2lang`` is ``en`` (all without ``utt2lang``)."""
     judges = judges or {}
+    langs = read_table(utt2lang) if utt2lang is not None else {}
+    english = {u for u in read_table(hyp_scp) if langs.get(u, "en") == "en"}
     refs, hyps = read_table(ref_scp), read_table(hyp_scp)
     missing = sorted(set(hyps) - set(refs))
     if missing:
         raise KeyError(f"{len(missing)} synthesized utterance(s) have no reference in {ref_scp}, e.g. {missing[:3]}")
     transcripts = read_table(text) if text is not None else {}
     if "asr" in judges:
-        untranscribed = sorted(set(hyps) - set(transcripts))
+        untranscribed = sorted(english - set(transcripts))
         if untranscribed:
             raise KeyError(f"{len(untranscribed)} synthesized utterance(s) have no transcript in {text}, "
                            f"e.g. {untranscribed[:3]}; give the TTS input text as --text")
@@ -88,7 +92,7 @@ def score_tts(ref_scp: Path, hyp_scp: Path, fs: int, asr_ref: Path = None, asr_h
         ref, hyp = load(refs[utt], utt, fs), load(hyps[utt], utt, fs)
         frames = [log_mel(w).T.numpy() for w in (hyp, ref)]  # (T, 80) each
         row = dict(utt=utt, mel_dtw=dtw_distance(*frames), dur_ratio=hyp.numel() / ref.numel())
-        if "asr" in judges:
+        if "asr" in judges and utt in english:
             sphinx_hyp[utt], sphinx_ref[utt] = judges["asr"](hyp, fs, utt), judges["asr"](ref, fs, utt)
         if "dnsmos" in judges:
             row.update(judges["dnsmos"](hyp, fs, utt))
@@ -100,13 +104,16 @@ def score_tts(ref_scp: Path, hyp_scp: Path, fs: int, asr_ref: Path = None, asr_h
         by_utt = {row["utt"]: row for row in asr_rows}
         for row in rows:
             row.update(asr_wer=by_utt[row["utt"]]["wer"], asr_hyp=by_utt[row["utt"]]["hyp"])
-    if "asr" in judges:
-        refs_text = {u: transcripts[u] for u in hyps}
+    if "asr" in judges and english:
+        refs_text = {u: transcripts[u] for u in sorted(english)}
         (hyp_rates, hyp_rows), (ref_rates, ref_rows) = (asr_error_rates(refs_text, sphinx_hyp),
                                                         asr_error_rates(refs_text, sphinx_ref))
         avg.update(sphinx_wer=hyp_rates["wer"], sphinx_cer=hyp_rates["cer"],
                    sphinx_wer_ref=ref_rates["wer"], sphinx_cer_ref=ref_rates["cer"])
+        avg["sphinx_n"] = len(english)
         for row in rows:
+            if row["utt"] not in english:
+                continue
             h, r = hyp_rows[row["utt"]], ref_rows[row["utt"]]
             row.update(sphinx_wer=h["wer"], sphinx_wer_ref=r["wer"], sphinx_hyp=h["hyp"] or "-")
     if "dnsmos" in judges:
@@ -133,6 +140,8 @@ def main(argv: Sequence[str] = None) -> None:
     s.add_argument("--text", type=Path, default=None,
                    help="transcripts the synthesis should say (Kaldi 'utt text'), for the asr judge")
     s.add_argument("--judges", default="asr,dnsmos", help="independent judges: comma list of asr,dnsmos, or none")
+    s.add_argument("--utt2lang", type=Path, default=None,
+                   help="Kaldi utt2lang: the (English) asr judge scores utterances whose language is en only")
     for s in sub.choices.values():
         s.add_argument("--out_dir", type=Path, required=True)
         s.add_argument("--title", default="")
@@ -155,7 +164,8 @@ def main(argv: Sequence[str] = None) -> None:
             judges = build_judges(names)
         except (ValueError, JudgeUnavailable) as e:
             p.error(str(e))
-        avg, rows = score_tts(args.ref_scp, args.hyp_scp, args.fs, args.asr_ref, args.asr_hyp, args.text, judges)
+        avg, rows = score_tts(args.ref_scp, args.hyp_scp, args.fs, args.asr_ref, args.asr_hyp, args.text, judges,
+                              args.utt2lang)
     print(write_results(args.out_dir, args.title or args.task, avg, rows))
 
 

@@ -175,10 +175,11 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
         asr|caption) run_logged "${dir}/scores.log" python -m espnet2_almtok.recipe.lm_score "${t}" \
                        --ref "${dir}/ref" --hyp "${dir}/text" --out_dir "${dir}/scores" --title "${s}" ;;
         tts)
-          rt=()
+          rt=(); lang=()
           [ -f "${dir}/roundtrip/decode_asr/.done" ] && rt=(--asr_ref "${dir}/ref" --asr_hyp "${dir}/roundtrip/decode_asr/text")
+          [ -f "${audio_dump}/${s}/utt2lang" ] && lang=(--utt2lang "${audio_dump}/${s}/utt2lang")
           run_logged "${dir}/scores.log" python -m espnet2_almtok.recipe.lm_score tts \
-            --ref_scp "${audio_dump}/${s}/wav.scp" --hyp_scp "${dir}/wav/wav.scp" "${rt[@]}" --text "${dir}/ref" \
+            --ref_scp "${audio_dump}/${s}/wav.scp" --hyp_scp "${dir}/wav/wav.scp" "${rt[@]}" --text "${dir}/ref" "${lang[@]}" \
             --out_dir "${dir}/scores" --title "${s}" ;;
       esac
       summary+="\n## ${t} (${s})\n\n$(cat "${dir}/scores/result.md")\n"

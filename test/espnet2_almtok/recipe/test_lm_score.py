@@ -64,4 +64,34 @@ def test_tts_independent_judges_beside_the_lms_asr(tmp_path, capsys):
     assert avg["sphinx_wer_ref"] == float(rows["u1"]["sphinx_wer_ref"]) and avg["n"] == 2
     assert avg["dnsmos_ovrl"] == float(rows["u1"]["dnsmos_ovrl"]) > 2.0  # u2's NaN is skipped
     md = (tmp_path / "s/result.md").read_text()
-    assert "| sphinx_wer | sphinx_cer | sphinx_wer_ref | sphinx_cer_ref | dnsmos_ovrl |" in md
+    assert "| sphinx_wer | sphinx_cer | sphinx_wer_ref | sphinx_cer_ref | sphinx_n | dnsmos_ovrl |" in md
+
+
+def test_tts_asr_judge_scores_english_utterances_only(tmp_path):
+    """pocketsphinx is an English ASR: with utt2lang, other languages get no WER (shown as "-")."""
+    from espnet2_almtok.recipe import lm_score
+
+    class FakeASR:  # the judge's interface; records what it was asked to transcribe
+        def __init__(self):
+            self.seen = set()
+
+        def __call__(self, wav, fs, utt):
+            self.seen.add(utt)
+            return "hello world"
+
+    for u in ("en1", "es1"):
+        soundfile.write(tmp_path / f"{u}.wav", speechlike(0.5).numpy(), 16000)
+    scp = "".join(f"{u} {tmp_path / (u + '.wav')}\n" for u in ("en1", "es1"))
+    (tmp_path / "ref.scp").write_text(scp)
+    (tmp_path / "hyp.scp").write_text(scp)
+    (tmp_path / "text").write_text("en1 hello world\nes1 hola mundo\n")
+    (tmp_path / "utt2lang").write_text("en1 en\nes1 es\n")
+    asr = FakeASR()
+    avg, rows = lm_score.score_tts(tmp_path / "ref.scp", tmp_path / "hyp.scp", 16000, text=tmp_path / "text",
+                                   judges={"asr": asr}, utt2lang=tmp_path / "utt2lang")
+    assert asr.seen == {"en1"} and avg["sphinx_wer"] == 0.0 and avg["sphinx_n"] == 1
+    lm_score.write_results(tmp_path / "s", "t", avg, rows)
+    lines = (tmp_path / "s/utt_result.txt").read_text().splitlines()
+    header = lines[0].split("\t")
+    es = dict(zip(header, lines[2].split("\t")))
+    assert es["utt"] == "es1" and es["sphinx_wer"] == "-"
