@@ -10,13 +10,15 @@ from conftest import run_python as run
 from conftest import speechlike
 
 
-def make_data_dir(root: Path, n: int = 4, seconds: float = 0.8) -> Path:
+def make_data_dir(root: Path, n: int = 4, seconds: float = 0.8, lengths=None) -> Path:
+    """``root/data`` with ``wav.scp`` and ``audio_shape``: ``n`` speech-like clips of ``seconds``
+    each, or one clip per entry of ``lengths`` (seconds)."""
     d = root / "data"
     (d / "wav").mkdir(parents=True)
     scp, shape = [], []
-    for i in range(n):
+    for i, sec in enumerate(lengths if lengths is not None else [seconds] * n):
         utt = f"utt{i}"
-        wav = speechlike(seconds, seed=i).numpy()
+        wav = speechlike(sec, seed=i).numpy()
         soundfile.write(d / "wav" / f"{utt}.wav", wav, 16000)
         scp.append(f"{utt} {d / 'wav' / (utt + '.wav')}\n")
         shape.append(f"{utt} {len(wav)}\n")
@@ -119,16 +121,7 @@ def test_ddp_two_processes_train_both_stages_and_resume(tmp_path, debug_config):
     from espnet2_almtok import ALMTokenizer
     from conftest import recipe_default
 
-    data = tmp_path / "data"
-    (data / "wav").mkdir(parents=True)
-    scp, shape = [], []
-    for i, seconds in enumerate([0.35, 0.6, 0.9, 1.3, 0.45, 1.1]):
-        wav = speechlike(seconds, seed=i).numpy()
-        soundfile.write(data / "wav" / f"utt{i}.wav", wav, 16000)
-        scp.append(f"utt{i} {data / 'wav' / f'utt{i}.wav'}\n")
-        shape.append(f"utt{i} {len(wav)}\n")
-    (data / "wav.scp").write_text("".join(scp))
-    (data / "audio_shape").write_text("".join(shape))
+    data = make_data_dir(tmp_path, lengths=[0.35, 0.6, 0.9, 1.3, 0.45, 1.1])
     common = ["--config", str(debug_config),
               "--train_data_path_and_name_and_type", f"{data}/wav.scp,audio,sound",
               "--train_shape_file", f"{data}/audio_shape",

@@ -12,6 +12,16 @@ from espnet2_almtok.recipe import beats_features, semantic_prior
 from espnet2_almtok.recipe.make_tiny_ssl import build, build_beats, build_wav2vec2
 
 
+def write_wav_scp(root: Path, n: int) -> Path:
+    """``root/wav.scp`` over ``n`` one-second speech-like clips ``root/u{i}.wav``."""
+    lines = []
+    for i in range(n):
+        soundfile.write(root / f"u{i}.wav", speechlike(1.0, seed=i).numpy(), 16000)
+        lines.append(f"u{i} {root / f'u{i}.wav'}\n")
+    (root / "wav.scp").write_text("".join(lines))
+    return root / "wav.scp"
+
+
 def test_kmeans_recovers_separated_clusters():
     g = torch.Generator().manual_seed(0)
     centers = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
@@ -27,11 +37,7 @@ def test_kmeans_recovers_separated_clusters():
 def test_priors_from_a_local_hf_hubert_through_s3prl(tmp_path):
     """The real loading path (s3prl hf_hubert_custom + a local HF dir), with a tiny HuBERT."""
     ssl = build(tmp_path / "tiny_hubert", hidden=16, layers=2)
-    lines = []
-    for i in range(3):
-        soundfile.write(tmp_path / f"u{i}.wav", speechlike(1.0, seed=i).numpy(), 16000)
-        lines.append(f"u{i} {tmp_path / f'u{i}.wav'}\n")
-    (tmp_path / "wav.scp").write_text("".join(lines))
+    write_wav_scp(tmp_path, 3)
     out = tmp_path / "prior"
     semantic_prior.main(["--wav_scp", str(tmp_path / "wav.scp"), "--upstream", "hf_hubert_custom",
                          "--upstream_path", str(ssl), "--layer", "2", "--codebook_size", "8", "--n_q", "3",
@@ -56,11 +62,7 @@ def test_priors_from_a_local_hf_hubert_through_s3prl(tmp_path):
 @pytest.mark.parametrize("upstream, dim", [("mfcc", 39), ("fbank", 240)])
 def test_offline_priors_from_feature_upstreams_without_parameters(tmp_path, upstream, dim):
     """The recipe's default priors: s3prl's mfcc/fbank need no download (and have no weights)."""
-    lines = []
-    for i in range(2):
-        soundfile.write(tmp_path / f"u{i}.wav", speechlike(1.0, seed=i).numpy(), 16000)
-        lines.append(f"u{i} {tmp_path / f'u{i}.wav'}\n")
-    (tmp_path / "wav.scp").write_text("".join(lines))
+    write_wav_scp(tmp_path, 2)
     out = tmp_path / "prior"
     semantic_prior.main(["--wav_scp", str(tmp_path / "wav.scp"), "--upstream", upstream, "--layer", "0",
                          "--codebook_size", "8", "--n_q", "2", "--kmeans_iters", "5", "--out_dir", str(out)])
