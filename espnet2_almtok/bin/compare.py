@@ -15,9 +15,10 @@ Systems (``conf/benchmark/*.yaml``, generators of comparable size, 16 kHz):
   codebooks), ``almtok_single_stage`` (stage 1 for the whole budget);
 - ESPnet's ``soundstream``, ``encodec`` and ``dac`` at their lowest bitrate (one codebook).
 
-Every system gets the same budget of *CPU time* (``--budget_minutes`` x the torch threads; on
-an idle machine that is the same wall-clock time; CPU time stays fair when other jobs share
-the machine), the same random 1 s crops of the training set, the same optimiser (Adam, lr
+Every system gets the same budget of *CPU time* (``--budget_minutes`` x the torch threads,
+one by default: on an idle core that is the same wall-clock time, and unlike wall time it
+stays fair when other jobs share the machine; with several threads, OpenMP spin-waits on a
+busy machine would burn CPU time without progress, so run one system per core instead), the same random 1 s crops of the training set, the same optimiser (Adam, lr
 ``--lr``) and seed. Scored on the test set: mel and STFT distance, PESQ-wb, STOI (all
 utterances); pocketsphinx WER and DNSMOS of the resynthesis on the English test speech (the
 original audio's figures, the ceiling, beside them). Each base codec is also scored untrained
@@ -419,7 +420,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="test utterances scored besides the English speech prompts (all of which are)")
     p.add_argument("--dev_clips", type=int, default=8)
     p.add_argument("--probe_epochs", type=int, default=30)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (0: torch's default). 1 keeps the CPU-time budget fair: with several "
+                        "threads on a busy machine OpenMP spin-waits burn CPU time without progress")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="smoke run: seconds of budget, few utterances")
     return p
