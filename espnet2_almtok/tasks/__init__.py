@@ -9,6 +9,10 @@ uses g2p; where a user does, NLTK's own error at use time says which resource to
 
 import logging
 
+# a module logger: calling logging.debug() on the root logger here would configure logging at
+# WARNING before ESPnet's own basicConfig(level=INFO), and training logs would lose their INFO lines
+logger = logging.getLogger(__name__)
+
 
 def _import_g2p_en_offline() -> None:
     import sys
@@ -22,14 +26,14 @@ def _import_g2p_en_offline() -> None:
     download = nltk.download
 
     def skip_download(resource=None, *args, **kwargs):
-        logging.debug(f"not downloading NLTK resource {resource!r} at import time")
+        logger.debug(f"not downloading NLTK resource {resource!r} at import time")
         return False
 
     nltk.download = skip_download
     try:
         import g2p_en  # noqa: F401
     except Exception as e:  # ESPnet's own import then reports what is wrong
-        logging.debug(f"g2p_en import failed: {e}")
+        logger.debug(f"g2p_en import failed: {e}")
     finally:
         nltk.download = download
 
