@@ -344,6 +344,8 @@ def markdown(results: Dict) -> str:
             lines.append(f"| {name} (untrained) | {label} | {r['settings'][label]['bitrate']:.0f} | 0 | "
                          f"{s['mel_distance']:.3f} | {s['stft_distance']:.3f} | {s['pesq_wb']:.2f} | {s['stoi']:.3f} | "
                          f"{s['wer']:.1f} | {s['dnsmos']:.2f} | |")
+    if results.get("not_scored"):
+        lines += ["", f"Trained but not scored in this report: {', '.join(results['not_scored'])}."]
     lines += ["", "Probe: a 2-layer BiGRU CTC character recogniser on each system's frozen tokens "
               "(English train prompts -> English test prompts).", ""]
     for name, r in results["systems"].items():
@@ -408,6 +410,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--work_dir", type=Path, default=None,
                    help="trained weights, priors and per-system training records (default: <output_dir>/work)")
     p.add_argument("--train_only", action="store_true", help="phase 1 only: train and save every system")
+    p.add_argument("--report_only", action="store_true",
+                   help="only write results/plots from the systems scored so far (the others are listed)")
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
     p.add_argument("--config_dir", type=Path, default=ROOT / "conf" / "benchmark")
     p.add_argument("--budget_minutes", type=float, default=5.0, help="training budget per system (CPU time / threads)")
@@ -429,8 +433,6 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] = None) -> None:
-    import sys
-
     args = get_parser().parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s (compare) %(levelname)s: %(message)s")
     import_quietly("espnet2_almtok.tasks.codec")
@@ -459,6 +461,9 @@ def main(argv: Sequence[str] = None) -> None:
         SYSTEMS[n].priors for n in args.systems) else (None, 0)
     en = english_speech(test)
 
+    if args.report_only:  # aggregate what is scored (e.g. while other systems are still being scored)
+        return report(args, argv, train, test, dev, en)
+
     # phase 1: training (resumable: a finished system's record is kept in work_dir/trained/)
     trained_dir = args.work_dir / "trained"
     trained_dir.mkdir(parents=True, exist_ok=True)
@@ -474,25 +479,29 @@ def main(argv: Sequence[str] = None) -> None:
         return
 
     # phase 2: scoring by the independent judges, the probe (resumable likewise)
-    judges = Judges()
-    ref_file = args.work_dir / "reference.json"  # the original audio's scores, for this test set
+    score_missing(args, data, trained, test, en, priors)
+    report(args, argv, train, test, dev, en)
+
+
+def reference_scores(args, test: List[Clip], en: List[Clip], judges: Optional["Judges"]) -> Dict:
+    """The original audio's WER and DNSMOS on ``en`` (cached per test set in ``work_dir``)."""
+    ref_file = args.work_dir / "reference.json"
     test_key = hashlib.sha256(" ".join(sorted(c.utt for c in test)).encode()).hexdigest()
     reference = json.loads(ref_file.read_text()) if ref_file.is_file() else {}
     if reference.get("test_set") != test_key:
+        judges = judges or Judges()
         reference = {"test_set": test_key,
                      "wer": wer({c.utt: c.text for c in en}, {c.utt: judges.transcribe(c.wav) for c in en}),
                      "dnsmos": float(np.nanmean([judges.dnsmos(c.wav) for c in en]))}
         atomic_write_text(ref_file, json.dumps(reference, indent=1))
+    return reference
+
+
+def score_missing(args, data: Dict, trained: Dict, test: List[Clip], en: List[Clip], priors) -> None:
+    judges = Judges()
+    reference_scores(args, test, en, judges)
     sys_dir = args.output_dir / "systems"
     sys_dir.mkdir(exist_ok=True)
-    results = {"quick": args.quick, "command": "python -m espnet2_almtok.bin.compare " + " ".join(sys.argv[1:] if argv is None else argv),
-               "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                           "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
-               "data": f"{args.data_dir}: {len(train)} train utts ({sum(c.wav.numel() for c in train) / FS / 60:.1f} min), "
-                       f"{len(test)} test ({len(en)} English speech), {len(dev)} dev clips for the curves",
-               "budget": f"{args.budget_minutes:g} min x {torch.get_num_threads()} threads of CPU time, "
-                         f"{args.train_batch} x {args.train_seconds:g} s crops, Adam lr {args.lr:g}, seed {args.seed}",
-               "reference": reference, "systems": {}}
     for name in args.systems:
         done = sys_dir / f"{name}.json"
         if done.is_file():
@@ -500,7 +509,27 @@ def main(argv: Sequence[str] = None) -> None:
         else:
             atomic_write_text(done, json.dumps(score_system(name, SYSTEMS[name], trained[name], data, judges,
                                                             args, priors), indent=2))
-        results["systems"][name] = json.loads(done.read_text())
+
+
+def report(args, argv, train: List[Clip], test: List[Clip], dev: List[Clip], en: List[Clip]) -> None:
+    """``results.{json,md}`` and the plots from the scored systems in ``output_dir/systems``."""
+    import sys
+
+    reference = reference_scores(args, test, en, None)
+    sys_dir = args.output_dir / "systems"
+    scored = {n: json.loads((sys_dir / f"{n}.json").read_text()) for n in args.systems
+              if (sys_dir / f"{n}.json").is_file()}
+    missing = [n for n in args.systems if n not in scored]
+    if not scored:
+        raise FileNotFoundError(f"no scored system in {sys_dir}; run without --report_only first")
+    results = {"quick": args.quick, "command": "python -m espnet2_almtok.bin.compare " + " ".join(sys.argv[1:] if argv is None else argv),
+               "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                           "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+               "data": f"{args.data_dir}: {len(train)} train utts ({sum(c.wav.numel() for c in train) / FS / 60:.1f} min), "
+                       f"{len(test)} test ({len(en)} English speech), {len(dev)} dev clips for the curves",
+               "budget": f"{args.budget_minutes:g} min x {torch.get_num_threads()} threads of CPU time, "
+                         f"{args.train_batch} x {args.train_seconds:g} s crops, Adam lr {args.lr:g}, seed {args.seed}",
+               "reference": reference, "systems": scored, "not_scored": missing}
     atomic_write_text(args.output_dir / "results.json", json.dumps(results, indent=2))
     atomic_write_text(args.output_dir / "results.md", markdown(results))
     plot(results, args.output_dir)
