@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import yaml
 import pytest
 import soundfile
 
@@ -43,9 +44,13 @@ def test_demo_recipe_end_to_end(demo_codec_recipe):
 
     recipe = demo_codec_recipe
     assert len((recipe / "data/train/text").read_text().splitlines()) == 46
-    for i in (1, 2, 3):
-        assert np.load(recipe / f"exp/semantic_prior/codebook_{i}.npy").shape == (64, 32)
+    for i in (1, 2, 3):  # the default priors: k-means of 39-d MFCCs
+        assert np.load(recipe / f"exp/semantic_prior/codebook_{i}.npy").shape == (64, 39)
     exp = check_decoding(recipe, "test")
+    trained = yaml.safe_load((exp / "config.yaml").read_text())["codec_conf"]
+    assert trained["generator_params"]["codebook_dim"] == 39  # the codebook space follows the priors
+    assert trained["use_mae_loss"] is False and trained["use_ar_loss"] is False  # stage 2: clean fine-tune
+    assert "codec.generator.encoder" in yaml.safe_load((exp / "config.yaml").read_text())["freeze_param"]
     tok = ALMTokenizer.from_pretrained(exp / "almtok_packed.zip")
     assert tok.encode(speechlike(1.0), 16000, window=4).shape == (1, 3, 13)
 
