@@ -90,20 +90,12 @@ def train_steps(codec: torch.nn.Module, batches: List[torch.Tensor], lr: float =
                 device: str = "cpu", on_step: Callable[[int, Dict], None] = None) -> List[float]:
     """Generator + discriminator steps (as ESPnet's GAN trainer, generator first) over
     ``batches`` of ``(B, T)`` audio; returns the wall time of each step."""
+    trainer = BudgetTrainer(codec, lr=lr, device=device)
     codec.train()
-    opt_g = torch.optim.Adam([p for p in codec.generator.parameters() if p.requires_grad], lr=lr, betas=(0.5, 0.9))
-    opt_d = torch.optim.Adam(codec.discriminator.parameters(), lr=lr, betas=(0.5, 0.9))
     times = []
     for i, audio in enumerate(batches):
-        audio = audio.to(device)
         t0 = time.perf_counter()
-        stats = {}
-        for opt, gen_turn in ((opt_g, True), (opt_d, False)):
-            out = codec(audio, forward_generator=gen_turn)
-            opt.zero_grad()
-            out["loss"].backward()
-            opt.step()
-            stats.update({k: float(v) for k, v in out["stats"].items()})
+        stats = trainer.step(audio)
         sync(device)
         times.append(time.perf_counter() - t0)
         if on_step:
@@ -120,17 +112,34 @@ class BudgetTrainer:
     machine that is wall time x threads in use, and unlike wall time it is not inflated when
     other jobs share the CPU). Optimizer state persists across calls, so a budget can be spent
     in chunks with evaluations in between that do not count. Only parameters with
-    ``requires_grad`` train (build a new trainer after freezing some).
+    ``requires_grad`` train (:meth:`reset_optimizers` after freezing some).
     """
 
     def __init__(self, codec: torch.nn.Module, lr: float = 5e-4, device: str = "cpu"):
-        self.codec, self.device = codec, device
-        self.opt_g = torch.optim.Adam([p for p in codec.generator.parameters() if p.requires_grad],
-                                      lr=lr, betas=(0.5, 0.9))
-        self.opt_d = torch.optim.Adam(codec.discriminator.parameters(), lr=lr, betas=(0.5, 0.9))
+        self.codec, self.device, self.lr = codec, device, lr
+        self.reset_optimizers()
         self.steps = 0
         self.cpu_s = 0.0
         self.wall_s = 0.0
+
+    def reset_optimizers(self) -> None:
+        """Fresh optimizers over the parameters that train now (call after freezing some, e.g.
+        for a second training stage); the step and time counters go on."""
+        self.opt_g = torch.optim.Adam([p for p in self.codec.generator.parameters() if p.requires_grad],
+                                      lr=self.lr, betas=(0.5, 0.9))
+        self.opt_d = torch.optim.Adam(self.codec.discriminator.parameters(), lr=self.lr, betas=(0.5, 0.9))
+
+    def step(self, audio: torch.Tensor) -> Dict[str, float]:
+        """One generator then discriminator update on ``audio`` ``(B, T)``; their stats merged."""
+        audio = audio.to(self.device)
+        stats = {}
+        for opt, gen_turn in ((self.opt_g, True), (self.opt_d, False)):
+            out = self.codec(audio, forward_generator=gen_turn)
+            opt.zero_grad()
+            out["loss"].backward()
+            opt.step()
+            stats.update({k: float(v) for k, v in out["stats"].items()})
+        return stats
 
     def run(self, cpu_seconds: float, next_batch: Callable[[], torch.Tensor]) -> Dict[str, float]:
         """Train for ``cpu_seconds``; returns the mean of the generator/discriminator stats."""
@@ -138,14 +147,8 @@ class BudgetTrainer:
         t_cpu, t_wall = time.process_time(), time.perf_counter()
         totals, n = {}, 0
         while time.process_time() - t_cpu < cpu_seconds:
-            audio = next_batch().to(self.device)
-            for opt, gen_turn in ((self.opt_g, True), (self.opt_d, False)):
-                out = self.codec(audio, forward_generator=gen_turn)
-                opt.zero_grad()
-                out["loss"].backward()
-                opt.step()
-                for k, v in out["stats"].items():
-                    totals[k] = totals.get(k, 0.0) + float(v)
+            for k, v in self.step(next_batch()).items():
+                totals[k] = totals.get(k, 0.0) + v
             n += 1
         sync(self.device)
         self.steps += n

@@ -268,9 +268,7 @@ def train_system(name: str, system: System, data: Dict, args, priors) -> Dict:
     for point in tqdm(range(args.curve_points), desc=f"train {name}", unit="chunk"):
         if point == stage2_at:
             res["stage2_frozen"] = freeze_stage2(cut.codec)
-            cpu, wall, steps = trainer.cpu_s, trainer.wall_s, trainer.steps
-            trainer = BudgetTrainer(cut.codec, lr=args.lr)
-            trainer.cpu_s, trainer.wall_s, trainer.steps = cpu, wall, steps
+            trainer.reset_optimizers()
             stage = 2
         stats = trainer.run(budget / args.curve_points, sampler)
         res["curve"].append({"cpu_s": trainer.cpu_s, "wall_s": trainer.wall_s, "steps": trainer.steps,
