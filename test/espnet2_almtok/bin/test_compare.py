@@ -60,3 +60,14 @@ def test_compare_quick_run_writes_every_record_and_resumes(tmp_path):
     # a rerun keeps finished systems
     rerun = run_python(args, cwd=tmp_path, timeout=900)
     assert "trained earlier" in rerun.stderr and "scored earlier" in rerun.stderr
+
+
+def test_missing_or_empty_data_is_named_with_the_fix(tmp_path):
+    from espnet2_almtok.bin.compare import load_dir
+
+    with pytest.raises(FileNotFoundError, match=r"nowhere/wav.scp not found.*--corpus asterisk --stop_stage 2"):
+        load_dir(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "wav.scp").write_text("")
+    with pytest.raises(ValueError, match=r"empty/wav.scp lists no utterances"):
+        load_dir(tmp_path / "empty")
