@@ -175,20 +175,52 @@ def read_libri_subset(root: Path, subset: str) -> List[Utterance]:
 
 
 # ---------------------------------------------------------------------------- any audio directory
+def _safe_id(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+
+
+def audio_dir_ids(root: Path, files: Sequence[Path]) -> Dict[Path, Tuple[str, str]]:
+    """``{file: (utt_id, speaker)}``: ``<folder>-<relative path without suffix>``, characters
+    outside ``[A-Za-z0-9_.-]`` replaced by ``_``. Distinct files whose ids would coincide
+    (``a b.wav`` / ``a;b.wav``, ``x.wav`` / ``x.flac``, non-ASCII names) all get a suffix of the
+    hash of their relative path, so every file keeps its own id and no two are merged."""
+    ids = {}
+    for p in files:
+        rel = p.relative_to(root).with_suffix("")
+        utt = _safe_id(str(rel).replace("/", "-"))
+        spk = _safe_id(rel.parent.name or "audio")
+        ids[p] = (f"{spk}-{utt}" if not utt.startswith(spk) else utt, spk)
+    taken = Counter(u for u, _ in ids.values())
+    for p, (utt, spk) in ids.items():
+        if taken[utt] > 1:
+            digest = hashlib.md5(str(p.relative_to(root)).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+            ids[p] = (f"{utt}-{digest}", spk)
+    return ids
+
+
 def read_audio_dir(root: Path) -> Dict[str, List[Utterance]]:
+    """Every audio file under ``root`` (``AUDIO_EXTS``), split train/dev/test (~90/5/5 %) by a
+    hash of its id. A file soundfile cannot read is left out with its reason logged."""
     if not root.is_dir():
         raise FileNotFoundError(f"audio directory {root} not found; set AUDIO_DIR in db.sh")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTS and p.is_file())
     if not files:
         raise FileNotFoundError(f"{root} holds no audio files ({', '.join(AUDIO_EXTS)})")
-    sets = {"train": [], "dev": [], "test": []}
+    readable = []
     for p in files:
-        rel = p.relative_to(root).with_suffix("")
-        utt = re.sub(r"[^A-Za-z0-9_.-]", "_", str(rel).replace("/", "-"))
-        spk = re.sub(r"[^A-Za-z0-9_.-]", "_", rel.parent.name or "audio")
+        try:
+            if soundfile.info(str(p)).frames <= 0:
+                raise RuntimeError("no audio samples")
+            readable.append(p)
+        except Exception as e:  # soundfile's LibsndfileError, RuntimeError, ...
+            logging.warning(f"{p}: left out, unreadable audio ({str(e).strip()}); fix or remove the file")
+    if not readable:
+        raise FileNotFoundError(f"{root}: none of its {len(files)} audio files is readable (see the warnings)")
+    sets = {"train": [], "dev": [], "test": []}
+    for p, (utt, spk) in audio_dir_ids(root, readable).items():
         bucket = int(hashlib.md5(utt.encode()).hexdigest(), 16) % 20
         part = "test" if bucket == 0 else "dev" if bucket == 1 else "train"
-        sets[part].append(Utterance(f"{spk}-{utt}" if not utt.startswith(spk) else utt, str(p.resolve()), spk))
+        sets[part].append(Utterance(utt, str(p.resolve()), spk))
     for part in ("dev", "test"):  # small folders: make sure each set has something
         if not sets[part] and len(sets["train"]) > 2:
             sets[part].append(sets["train"].pop())

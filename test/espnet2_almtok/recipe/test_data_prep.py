@@ -45,6 +45,26 @@ def test_audio_dir_takes_every_format_and_fills_each_set(tmp_path):
     assert (tmp_path / "data" / "train" / "utt2dur").read_text().split()[1] == "0.300"
 
 
+def test_audio_dir_gives_distinct_files_distinct_ids_and_skips_unreadable(tmp_path, caplog):
+    root = tmp_path / "audio"
+    (root / "x").mkdir(parents=True)
+    names = ["a b.wav", "a;b.wav", "y.wav", "y.flac", "\u00e9t\u00e9.wav", "\u00fcb\u00e9.wav", "ok.wav"]
+    for i, name in enumerate(names):
+        soundfile.write(root / "x" / name, speechlike(0.2, seed=i).numpy(), 16000)
+    (root / "x" / "empty.wav").write_bytes(b"")
+    (root / "x" / "text.wav").write_text("not audio")
+    with caplog.at_level("WARNING"):
+        sets = data_prep.read_audio_dir(root)
+    utts = [u for v in sets.values() for u in v]
+    assert len(utts) == len(names)  # every readable file, none merged
+    assert len({u.utt_id for u in utts}) == len(names)
+    assert len({u.path for u in utts}) == len(names)
+    assert {u.utt_id for u in utts} >= {"x-ok"}  # ids without a clash stay readable
+    warned = caplog.text
+    assert "empty.wav" in warned and "text.wav" in warned and "unreadable" in warned
+    data_prep.write_sets(sets, tmp_path / "data")  # writes without a duplicate-id error
+
+
 def test_duplicate_ids_are_an_error(tmp_path):
     f = tmp_path / "a.wav"
     soundfile.write(f, np.ones(100) * 0.1, 16000)
