@@ -6,7 +6,8 @@
     python -m espnet2_almtok.bin.model_info --config conf/tuning/train_lm_base.yaml \
         [--token_list dump/lm/<codec>/tokens.txt | --nbpe 5000 --n_q 3 --codebook_size 2048]
 
-An LM's size depends on its vocabulary: give the recipe's token list, or the sizes to assume.
+An LM's size depends on its vocabulary: a trained LM's config.yaml carries its token list; for a
+training config give the recipe's token list, or the sizes to assume.
 """
 
 import argparse
@@ -19,6 +20,24 @@ def count(module: torch.nn.Module, trainable: bool = None) -> int:
     return sum(p.numel() for p in module.parameters() if trainable is None or p.requires_grad == trainable)
 
 
+def read_config(parser: argparse.ArgumentParser, path: str) -> dict:
+    """The YAML mapping in ``path``; a missing, unreadable or non-YAML file exits with its name."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            conf = yaml.safe_load(f)
+    except OSError as e:
+        parser.error(f"--config {path}: cannot read it ({e.strerror})")
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        parser.error(f"--config {path} is not a YAML file ({str(e).splitlines()[0]}); give a training config "
+                     "(conf/tuning/*.yaml) or an exp dir's config.yaml")
+    if not isinstance(conf, dict) or not ("lm_conf" in conf or "codec_conf" in conf):
+        parser.error(f"--config {path} holds no codec_conf or lm_conf: give a training config "
+                     "(conf/tuning/*.yaml) or an exp dir's config.yaml")
+    return conf
+
+
 def main(argv: Sequence[str] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)
@@ -28,15 +47,17 @@ def main(argv: Sequence[str] = None) -> None:
     p.add_argument("--n_q", type=int, default=3, help="LM configs without --token_list: codebooks")
     p.add_argument("--codebook_size", type=int, default=2048, help="LM configs without --token_list")
     args = p.parse_args(argv)
-    import yaml
-
-    conf = yaml.safe_load(open(args.config)) or {}
+    conf = read_config(p, args.config)
     if "lm_conf" in conf:
         return lm_info(conf, args)
     from espnet2_almtok.api import ALMTokenizer
+    from espnet2_almtok.codec.almtok import ALMTokenizerCodec
 
-    tok = ALMTokenizer.from_config(args.config, use_priors=False)
-    gen, disc = tok.codec.generator, tok.codec.discriminator
+    tok = ALMTokenizer.from_config(args.config, use_priors=False)  # inference: generator only
+    codec_conf = dict(conf.get("codec_conf") or {})
+    codec_conf["generator_params"] = {**codec_conf.get("generator_params", {}), "codebook_init": None}
+    codec = ALMTokenizerCodec(**codec_conf)  # training: with the heads and the discriminator
+    gen, disc = codec.generator, codec.discriminator
     frozen = sum(layer.codebook.numel() for layer in gen.quantizer.layers if layer.frozen)
     print(f"config: {args.config}")
     heads = count(gen.mae_head) + count(gen.ar_head)  # training-only
@@ -45,6 +66,7 @@ def main(argv: Sequence[str] = None) -> None:
     for name in ("patchify", "encoder", "quantizer", "decoder", "depatchify", "mae_head", "ar_head"):
         print(f"  {name}: {count(getattr(gen, name)) / 1e6:.2f} M")
     print(f"discriminator: {count(disc) / 1e6:.1f} M parameters")
+    print(f"ALMTokenizer (inference) holds {tok.num_parameters / 1e6:.1f} M parameters")
     print(f"sample rate {tok.sample_rate} Hz, frame rate {gen.frame_rate:g} Hz, n_q {tok.n_q}, "
           f"codebook size {tok.codebook_size}")
     rows = [(w, tok.token_rate(w), tok.bitrate(w)) for w in tok.windows]
@@ -63,6 +85,8 @@ def lm_info(conf: dict, args: argparse.Namespace) -> None:
 
     if args.token_list:
         vocab = Vocabulary.from_token_list(args.token_list)
+    elif isinstance(conf.get("token_list"), (list, str)):  # a trained LM's config.yaml saves its vocabulary
+        vocab = Vocabulary.from_token_list(conf["token_list"])
     else:
         vocab = Vocabulary([f"<piece{i}>" for i in range(args.nbpe)], args.n_q, args.codebook_size)
     print(f"config: {args.config}")

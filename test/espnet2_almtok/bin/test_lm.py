@@ -146,3 +146,31 @@ def test_model_info_reports_lm_sizes(capsys):
     out = capsys.readouterr().out
     assert "11160 ids (5000 text pieces, 3 x 2048 codes)" in out
     assert "layout flat (the config's): 102.2 M parameters" in out and "layout delay: 119.4 M" in out
+
+
+def test_model_info_reads_a_trained_lms_vocabulary(trained_lm, capsys):
+    """A trained LM's config.yaml carries its token list: its size, not the default assumption's."""
+    from espnet2_almtok.bin import model_info
+    from espnet2_almtok.lm.vocab import Vocabulary
+
+    config = yaml.safe_load((trained_lm / "config.yaml").read_text())
+    n = len(Vocabulary.from_token_list(config["token_list"]))
+    model_info.main(["--config", str(trained_lm / "config.yaml")])
+    assert f"vocabulary: {n} ids" in capsys.readouterr().out and n != 11160
+
+
+@pytest.mark.parametrize("content, says", [(None, "cannot read it"), ("a: [unclosed", "is not a YAML file"),
+                                           ("just a string", "holds no codec_conf or lm_conf"),
+                                           (b"\xff\xfe\x00binary", "is not a YAML file")])
+def test_model_info_names_a_bad_config(tmp_path, capsys, content, says):
+    from espnet2_almtok.bin import model_info
+
+    path = tmp_path / "config.yaml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(SystemExit) as e:
+        model_info.main(["--config", str(path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and str(path) in err and says in err
