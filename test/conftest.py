@@ -45,7 +45,7 @@ def copy_recipe(dst_root: Path, name: str) -> Path:
 
     src_dir, dst = RECIPES / name, dst_root / name
     dst.mkdir()
-    for item in ("run.sh", "path.sh", "db.sh", "local"):
+    for item in ("run.sh", "path.sh", "db.sh", "cmd.sh", "local"):
         src = src_dir / item
         if src.exists():
             (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst / item)

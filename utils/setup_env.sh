@@ -14,18 +14,23 @@ py=${ALMTOK_PYTHON:-$(command -v python3.11 || command -v python3)}
 
 log() { echo "[setup_env] $*" >&2; }
 
-# System tools the recipe uses (demo corpus synthesis, audio conversion and decoding). Best effort: only
+# System tools the recipe uses (demo corpus synthesis, audio conversion and decoding, SLURM). Best effort: only
 # installs when missing and we are root with apt-get; otherwise says what to install.
 need=()
 command -v sox >/dev/null || need+=(sox libsox-fmt-all)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v ffmpeg >/dev/null || need+=(ffmpeg)   # decodes the asterisk corpus (G.722, Ogg)
+# SLURM: the clients for cmd_backend=slurm (cmd.sh), the daemons for the slow suite's one-node cluster
+# (test/slurm_cluster.py starts them only for those tests)
+{ command -v sbatch && command -v slurmctld && command -v slurmd; } >/dev/null || need+=(slurm-wlm)
+command -v munged >/dev/null || need+=(munge)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing ${need[*]} with apt-get"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >&2
   else
-    log "WARNING: please install: ${need[*]} (the demo and asterisk corpora need them)"
+    log "WARNING: please install: ${need[*]} (the demo and asterisk corpora need sox/espeak-ng/ffmpeg;" \
+        "cmd_backend=slurm and the slow suite's SLURM tests need slurm-wlm/munge)"
   fi
 fi
 

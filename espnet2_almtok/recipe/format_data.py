@@ -2,60 +2,117 @@
 
     python -m espnet2_almtok.recipe.format_data --in data/train --out dump/raw/train --fs 16000 \\
         --min_dur 0.2 --max_dur 30 --on_bad drop
+    # in N parallel jobs (the recipe runs them with ${decode_cmd} JOB=1:N), then merged:
+    python -m espnet2_almtok.recipe.format_data --in data/train --out dump/raw/train ... --nj N --job J
+    python -m espnet2_almtok.recipe.format_data --in data/train --out dump/raw/train ... --merge N
 
-Every utterance is checked: missing or unreadable file, zero-length, all-zero or non-finite
-audio, shorter than ``--min_dur`` or longer than ``--max_dur``, a ``text`` line without audio
-or audio without its ``text`` line (when a ``text`` exists). ``--on_bad error`` stops at the
-first problem naming the utterance; ``--on_bad drop`` drops it, logs it in ``out/bad_utts``
-(``<utt> <reason>``) and prints the count. Finished files are kept on a rerun.
+The data dir is Kaldi's: ``wav.scp`` entries are files or commands ending in ``|`` whose output is
+the audio (run in a shell, as Kaldi does); with a ``segments`` file (``utt recording start end``,
+seconds, ``end`` -1 = to the end) the utterances are those segments of the ``wav.scp`` recordings.
+
+Every utterance is checked: missing or unreadable file, a failing command, a segment outside its
+recording (an end up to 0.5 s past it is cut at the end, as Kaldi's ``extract-segments`` does),
+zero-length, all-zero or non-finite audio, shorter than ``--min_dur`` or longer than
+``--max_dur``, a ``text`` line without audio or audio without its ``text`` line (when a ``text``
+exists). ``--on_bad error`` stops at the first problem naming the utterance; ``--on_bad drop``
+drops it, logs it in ``out/bad_utts`` (``<utt> <reason>``) and prints the count. Finished files are
+kept on a rerun.
 """
 
 import argparse
 import logging
 import os
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import soundfile
 from tqdm import tqdm
 
-from espnet2_almtok.audio import AudioError, read_audio, resample, to_mono_tensor, validate_waveform
-from espnet2_almtok.recipe.kaldi_dir import read_table, write_table
+from espnet2_almtok.audio import AudioError, resample, to_mono_tensor, validate_waveform
+from espnet2_almtok.fileio import atomic_write_text
+from espnet2_almtok.recipe.kaldi_dir import Segment, read_segments, read_table, read_wav_entry, write_table
 
 
 PER_UTT_TABLES = ("text", "text.orig", "utt2spk", "utt2category", "utt2lang")
+MAX_SEGMENT_OVERSHOOT = 0.5  # seconds a segment may end past its recording (Kaldi's extract-segments default)
 
 
-def format_dir(src: Path, dst: Path, fs: int, min_dur: float, max_dur: float, on_bad: str) -> int:
+def _job_keys(keys: List[str], nj: int, job: int) -> List[str]:
+    """Job ``job`` (1-based) of ``nj``: a contiguous share of the sorted ``keys`` (as utils/split_scp.sh)."""
+    n = len(keys)
+    return keys[(job - 1) * n // nj: job * n // nj]
+
+
+class _Reader:
+    """Reads utterances from ``wav.scp`` (+ ``segments``); keeps the last recording for the next segment."""
+
+    def __init__(self, wav_scp: Dict[str, str], segments: Dict[str, Segment]):
+        self.wav_scp, self.segments = wav_scp, segments
+        self._cached: Tuple[Optional[str], object] = (None, None)
+
+    def __call__(self, utt: str) -> Tuple[np.ndarray, int]:
+        if not self.segments:
+            return read_wav_entry(self.wav_scp[utt], utt)
+        seg = self.segments[utt]
+        if seg.recording not in self.wav_scp:
+            raise AudioError(f"{utt}: segment of recording {seg.recording}, which has no wav.scp entry")
+        if self._cached[0] != seg.recording:
+            self._cached = (None, None)
+            self._cached = (seg.recording, read_wav_entry(self.wav_scp[seg.recording],
+                                                          f"{utt} (recording {seg.recording})"))
+        wav, sr = self._cached[1]
+        dur = len(wav) / sr
+        where = f"segment {seg.start:g}-{seg.end:g} s of recording {seg.recording} ({dur:.2f} s)"
+        end = dur if seg.end == -1 else seg.end
+        if seg.start < 0 or end <= seg.start:
+            raise AudioError(f"{utt}: {where}: start must be >= 0 and below the end (-1 = the end of the recording)")
+        if seg.start >= dur or end > dur + MAX_SEGMENT_OVERSHOOT:
+            raise AudioError(f"{utt}: {where} is out of range: the recording ends at {dur:.2f} s; fix segments")
+        start_s, end_s = int(round(seg.start * sr)), min(len(wav), int(round(end * sr)))
+        return wav[start_s:end_s], sr
+
+
+def format_dir(src: Path, dst: Path, fs: int, min_dur: float, max_dur: float, on_bad: str,
+               nj: int = 1, job: Optional[int] = None) -> int:
+    """Format ``src`` into ``dst`` and return the number of kept utterances. With ``job`` (1..``nj``),
+    only that job's share of the utterances: audio into ``dst/data``, its tables into
+    ``dst/split<nj>/<job>`` for :func:`merge_jobs`."""
+    src, dst = Path(src), Path(dst)
     wav_scp = read_table(src / "wav.scp")
     if not wav_scp:
         raise FileNotFoundError(f"{src}/wav.scp is missing or empty; run stage 1")
+    segments = read_segments(src / "segments")
+    utt_ids = set(segments) if segments else set(wav_scp)
     text = read_table(src / "text")
-    # per-utterance tables carried over to the formatted dir (for the kept utterances)
-    tables = {name: read_table(src / name) for name in PER_UTT_TABLES}
+    keys = sorted(utt_ids | set(text))
+    if job is not None:
+        if not 1 <= job <= nj:
+            raise ValueError(f"--job {job} is outside 1..--nj {nj}")
+        keys = _job_keys(keys, nj, job)
     (dst / "data").mkdir(parents=True, exist_ok=True)
     bad: Dict[str, str] = {}
+    audio_of = "segments line" if segments else "wav.scp entry"
 
     def reject(utt: str, reason: str) -> None:
         if on_bad == "error":
             raise AudioError(f"{src}: utterance {utt}: {reason} (or rerun with --on_bad drop to drop it)")
         bad[utt] = reason
 
-    if text:
-        for utt in sorted(set(text) - set(wav_scp)):
-            reject(utt, "has a text line but no wav.scp entry")
-        for utt in sorted(set(wav_scp) - set(text)):
+    for utt in keys:
+        if text and utt not in utt_ids:
+            reject(utt, f"has a text line but no {audio_of}")
+        elif text and utt not in text:
             reject(utt, "has audio but no text line")
+    read = _Reader(wav_scp, segments)
     out_scp, num_samples = {}, {}
-    for utt, spec in tqdm(sorted(wav_scp.items()), desc=f"format {src.name}", unit="utt"):
-        if utt in bad:
-            continue
+    for utt in tqdm([k for k in keys if k not in bad], desc=f"format {src.name}", unit="utt"):
         out = (dst / "data" / f"{utt}.wav").resolve()
         if out.exists():  # done on an earlier run (written atomically)
             out_scp[utt], num_samples[utt] = str(out), str(soundfile.info(str(out)).frames)
             continue
         try:
-            wav, sr = read_audio(spec.strip(), utt)
+            wav, sr = read(utt)
             wav = to_mono_tensor(wav, utt)
             validate_waveform(wav, utt)
             wav = resample(wav, sr, fs, utt)
@@ -64,7 +121,7 @@ def format_dir(src: Path, dst: Path, fs: int, min_dur: float, max_dur: float, on
             continue
         dur = wav.numel() / fs
         if dur < min_dur or dur > max_dur:
-            reject(utt, f"duration {dur:.2f} s is outside [{min_dur}, {max_dur}] (--min_dur/--max_dur)")
+            reject(utt, f"duration {dur:.2f} s is outside [{min_dur:g}, {max_dur:g}] (--min_dur/--max_dur)")
             continue
         peak = float(wav.abs().max())
         if peak > 1.0:  # keep PCM16 from clipping
@@ -73,16 +130,47 @@ def format_dir(src: Path, dst: Path, fs: int, min_dur: float, max_dur: float, on
         soundfile.write(str(tmp), wav.numpy(), fs, "PCM_16")
         os.replace(tmp, out)
         out_scp[utt], num_samples[utt] = str(out), str(wav.numel())
+    if job is not None:
+        jdir = dst / f"split{nj}" / str(job)
+        jdir.mkdir(parents=True, exist_ok=True)
+        (jdir / ".done").unlink(missing_ok=True)
+        write_table(jdir / "wav.scp", out_scp)
+        write_table(jdir / "utt2num_samples", num_samples)
+        write_table(jdir / "bad_utts", bad)
+        atomic_write_text(jdir / ".done", f"{len(keys)}\n")
+        return len(out_scp)
+    return _write_outputs(src, dst, out_scp, num_samples, bad, len(keys))
+
+
+def merge_jobs(src: Path, dst: Path, nj: int) -> int:
+    """Join the tables of the ``nj`` jobs of :func:`format_dir` into ``dst``; returns the kept count."""
+    src, dst = Path(src), Path(dst)
+    out_scp, num_samples, bad, n_keys = {}, {}, {}, 0
+    for job in range(1, nj + 1):
+        jdir = dst / f"split{nj}" / str(job)
+        if not (jdir / ".done").is_file():
+            raise FileNotFoundError(f"{jdir} is incomplete: format job {job} of {nj} did not finish; "
+                                    f"rerun stage 2 (see its log in {dst}/logdir)")
+        n_keys += int((jdir / ".done").read_text())
+        out_scp.update(read_table(jdir / "wav.scp"))
+        num_samples.update(read_table(jdir / "utt2num_samples"))
+        bad.update(read_table(jdir / "bad_utts"))
+    return _write_outputs(src, dst, out_scp, num_samples, bad, n_keys)
+
+
+def _write_outputs(src: Path, dst: Path, out_scp, num_samples, bad, n_total: int) -> int:
     if not out_scp:
+        write_table(dst / "bad_utts", bad)
         raise AudioError(f"{src}: no usable utterance left ({len(bad)} rejected; see {dst}/bad_utts)")
     write_table(dst / "wav.scp", out_scp)
     write_table(dst / "utt2num_samples", num_samples)
-    for name, table in tables.items():
+    for name in PER_UTT_TABLES:
+        table = read_table(src / name)
         if table:
             write_table(dst / name, {u: v for u, v in table.items() if u in out_scp})
     write_table(dst / "bad_utts", bad)
     if bad:
-        logging.warning(f"{src}: dropped {len(bad)} of {len(wav_scp)} utterance(s); see {dst}/bad_utts")
+        logging.warning(f"{src}: dropped {len(bad)} of {n_total} utterance(s); see {dst}/bad_utts")
     return len(out_scp)
 
 
@@ -94,10 +182,22 @@ def main(argv: Sequence[str] = None) -> None:
     p.add_argument("--min_dur", type=float, default=0.1)
     p.add_argument("--max_dur", type=float, default=60.0)
     p.add_argument("--on_bad", choices=["drop", "error"], default="error")
+    p.add_argument("--nj", type=int, default=1, help="number of parallel jobs (with --job or --merge)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--job", type=int, default=None, help="format job J's share (1..nj) into out/split<nj>/J")
+    g.add_argument("--merge", type=int, default=None, metavar="NJ", help="join the NJ jobs' tables into out")
     args = p.parse_args(argv)
+    if args.nj < 1:
+        p.error(f"--nj must be >= 1, got {args.nj}")
     logging.basicConfig(level="INFO", format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
-    n = format_dir(args.src, args.out, args.fs, args.min_dur, args.max_dur, args.on_bad)
-    print(f"{args.out}: {n} utterances")
+    if args.merge is not None:
+        n = merge_jobs(args.src, args.out, args.merge)
+    else:
+        if args.job is not None and not 1 <= args.job <= args.nj:
+            p.error(f"--job {args.job} is outside 1..--nj {args.nj}")
+        n = format_dir(args.src, args.out, args.fs, args.min_dur, args.max_dur, args.on_bad,
+                       args.nj, args.job)
+    print(f"{args.out}{'' if args.job is None else f' (job {args.job} of {args.nj})'}: {n} utterances")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""Write Kaldi-style data dirs (wav.scp, utt2spk, spk2utt, text, utt2dur) atomically."""
+"""Kaldi-style data dirs: write them (wav.scp, utt2spk, spk2utt, text, utt2dur) atomically; read
+their tables, ``segments`` and ``wav.scp`` entries (files or ``cmd |`` pipes)."""
 
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import soundfile
 
@@ -36,6 +38,73 @@ def read_table(path: Path) -> Dict[str, str]:
             raise ValueError(f"{path}:{n}: utterance {parts[0]} appears twice")
         table[parts[0]] = parts[1] if len(parts) > 1 else ""
     return table
+
+
+class Segment(NamedTuple):
+    """A ``segments`` line ``utt rec start end`` (seconds; ``end`` -1: the end of the recording)."""
+    recording: str
+    start: float
+    end: float
+
+
+def read_segments(path: Path) -> Dict[str, Segment]:
+    """``segments`` (``utt recording start end``) as ``{utt: Segment}``; ``{}`` if absent.
+    A malformed line or a repeated utterance is an error naming the line."""
+    segments: Dict[str, Segment] = {}
+    if not Path(path).exists():
+        return segments
+    for n, line in enumerate(open(path), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            if len(parts) != 4:
+                raise ValueError
+            seg = Segment(parts[1], float(parts[2]), float(parts[3]))
+        except ValueError:
+            raise ValueError(f"{path}:{n}: expected 'utt recording start end' (seconds), got {line.strip()!r}") from None
+        if parts[0] in segments:
+            raise ValueError(f"{path}:{n}: utterance {parts[0]} appears twice")
+        segments[parts[0]] = seg
+    return segments
+
+
+def is_pipe(spec: str) -> bool:
+    """A ``wav.scp`` entry that is a shell command writing the audio to stdout (``cmd |``)."""
+    return spec.rstrip().endswith("|")
+
+
+def read_wav_entry(spec: str, name: str) -> Tuple["np.ndarray", int]:
+    """Read one ``wav.scp`` entry -> (float32 ``(T,)`` or ``(T, channels)``, sample rate).
+
+    ``spec`` is a file path, or, as in Kaldi, a command ending in ``|`` whose standard output is the
+    audio (e.g. ``sph2pipe -f wav a.sph |``, ``sox a.flac -t wav - |``). The command is the data
+    dir's own and runs in a shell as Kaldi runs it; ``name`` (the utterance) is in every error.
+    """
+    import io
+
+    import soundfile
+
+    from espnet2_almtok.audio import AudioError, read_audio
+
+    spec = spec.strip()
+    if not is_pipe(spec):
+        return read_audio(spec, name)
+    cmd = spec[:-1].strip()
+    if not cmd:
+        raise AudioError(f"{name}: wav.scp entry {spec!r} is an empty command")
+    proc = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
+        raise AudioError(f"{name}: wav.scp command `{cmd}` failed (exit code {proc.returncode})"
+                         + (f": {' / '.join(tail)}" if tail else "") + "; fix the command in wav.scp")
+    if not proc.stdout:
+        raise AudioError(f"{name}: wav.scp command `{cmd}` wrote no audio to its standard output")
+    try:
+        return soundfile.read(io.BytesIO(proc.stdout), dtype="float32", always_2d=False)
+    except Exception as e:  # soundfile's LibsndfileError / RuntimeError
+        raise AudioError(f"{name}: the output of wav.scp command `{cmd}` is not readable audio ({e}); "
+                         "the command must write a wav/flac stream (e.g. `sox in.x -t wav - |`)") from e
 
 
 def write_table(path: Path, rows: Dict[str, str]) -> None:

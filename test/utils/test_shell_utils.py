@@ -73,3 +73,151 @@ def test_fix_and_validate_data_dir_report_mismatches_by_utterance(tmp_path):
     (d / "wav.scp").write_text(f"a {wav}\nb {tmp_path}/gone.wav\n")
     missing = sh(f"{UTILS}/validate_data_dir.sh data", tmp_path, check=False)
     assert "utterance b: audio file" in missing.stderr and "does not exist" in missing.stderr
+
+
+def test_run_jobs_accepts_the_resource_options_of_espnet_launch(tmp_path):
+    """espnet2.bin.launch calls ``${cmd} --gpu N LOG cmd...``: the options are taken, not run as a command."""
+    sh(f'{UTILS}/run_jobs.sh --gpu 0 --num_threads 2 --mem 4G --time 1:00:00 --name x --max_jobs_run 1 '
+       'log/l.log printf "%s|" a', tmp_path)
+    assert "\na|" in (tmp_path / "log/l.log").read_text() and not (tmp_path / "--gpu").exists()
+    bad = sh(f'{UTILS}/run_jobs.sh --gpus 1 log/l.log true', tmp_path, check=False)
+    assert bad.returncode == 2 and "unknown option --gpus" in bad.stderr
+    nodes = sh(f'{UTILS}/run_jobs.sh --num_nodes 2 log/l.log true', tmp_path, check=False)
+    assert nodes.returncode == 2 and "--cmd_backend slurm" in nodes.stderr
+
+
+# ------------------------------------------------------------------ utils/slurm.sh with a fake sbatch
+
+FAKE_SBATCH = r"""#!/usr/bin/env bash
+# Records its argv (NUL-separated) and runs the script as SLURM would: once per array task.
+printf '%s\0' "$@" > "$FAKE_SBATCH_ARGV"
+array=""
+while [[ "$1" == -* ]]; do
+  case "$1" in
+    --array) array=$2; shift 2 ;;
+    --wait|--parsable|--*=*) shift ;;
+    *) shift 2 ;;
+  esac
+done
+script=$1; shift
+echo 4242
+rc=0
+if [ -n "$array" ]; then
+  r=${array%%%*}
+  for ((j = ${r%-*}; j <= ${r#*-}; j++)); do
+    SLURM_JOB_ID=4242 SLURM_ARRAY_TASK_ID=$j bash "$script" "$@" || rc=$?
+  done
+else
+  SLURM_JOB_ID=4242 bash "$script" "$@" || rc=$?
+fi
+exit $rc
+"""
+
+
+def fake_slurm(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+    (bin_dir / "sbatch").chmod(0o755)
+    argv = tmp_path / "sbatch.argv"
+    return f'PATH={bin_dir}:$PATH FAKE_SBATCH_ARGV={argv} ', argv
+
+
+def sbatch_argv(argv_file):
+    return argv_file.read_text().split("\0")[:-1]
+
+
+def test_slurm_sh_submits_one_array_and_keeps_arguments_literal(tmp_path):
+    env, argv_file = fake_slurm(tmp_path)
+    sh(env + f"""{UTILS}/slurm.sh --max_jobs_run 2 JOB=1:3 log/s.JOB.log printf '%s|' 'x$(touch pwned)' "a b" "it's JOB" """,
+       tmp_path)
+    assert not (tmp_path / "pwned").exists()
+    for j in (1, 2, 3):
+        log = (tmp_path / f"log/s.{j}.log").read_text()
+        assert f"\nx$(touch pwned)|a b|it's {j}|" in log and "ended (code 0)" in log and "SLURM job 4242" in log
+    argv = sbatch_argv(argv_file)
+    opts = argv[:argv.index("--_task") - 1]
+    assert "--wait" in opts and opts[opts.index("--array") + 1] == "1-3%2"
+    assert opts[opts.index("--output") + 1] == "log/q/s.%a.log.slurm" and "--gres" not in opts
+    # the command reaches sbatch as separate arguments, JOB still in them (each task substitutes its own)
+    assert argv[argv.index("--_task"):] == ["--_task", "1", "log/s.JOB.log", "printf", "%s|", "x$(touch pwned)",
+                                           "a b", "it's JOB"]
+
+
+def test_slurm_sh_maps_resources_and_the_cluster_config(tmp_path):
+    env, argv_file = fake_slurm(tmp_path)
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf/slurm.conf").write_text("partition=cpuq   # comment\ngpu_partition=gpuq\ngpu_gres=gpu:a100\n"
+                                               "time=2:00:00\nextra_args=--constraint=avx2 --exclude=n[1-3]\n")
+    (tmp_path / "--exclude=n1").write_text("")  # a file the option would glob to, were it globbed
+    sh(env + f"{UTILS}/slurm.sh --gpu 2 --num_nodes 3 --num_tasks_per_node 2 --num_threads 4 --mem 8G "
+       "--name tr exp/train.log true", tmp_path)
+    opts = sbatch_argv(argv_file)
+    pairs = dict(zip(opts, opts[1:]))
+    assert pairs["--gres"] == "gpu:a100:2" and pairs["--partition"] == "gpuq" and pairs["--nodes"] == "3"
+    assert pairs["--ntasks-per-node"] == "2" and pairs["--cpus-per-task"] == "4" and pairs["--mem"] == "8G"
+    assert pairs["--time"] == "2:00:00" and pairs["--job-name"] == "tr" and "--array" not in opts
+    assert "--constraint=avx2" in opts and "--exclude=n[1-3]" in opts
+    assert "ended (code 0)" in (tmp_path / "exp/train.log").read_text()
+    sh(env + f"{UTILS}/slurm.sh log/c.log true", tmp_path)
+    opts = sbatch_argv(argv_file)
+    assert dict(zip(opts, opts[1:]))["--partition"] == "cpuq" and "--gres" not in opts
+    (tmp_path / "conf/slurm.conf").write_text("partiton=x\n")
+    bad = sh(env + f"{UTILS}/slurm.sh log/c.log true", tmp_path, check=False)
+    assert bad.returncode == 2 and "conf/slurm.conf:1: unknown key 'partiton'" in bad.stderr
+
+
+def test_slurm_sh_names_the_failed_logs_and_rejects_bad_options(tmp_path):
+    env, _ = fake_slurm(tmp_path)
+    bad = sh(env + f"{UTILS}/slurm.sh JOB=1:3 log/b.JOB.log test JOB -ne 2", tmp_path, check=False)
+    assert bad.returncode == 1 and "1 of 3 job(s) of SLURM job 4242 failed; see log/b.2.log" in bad.stderr
+    assert "ended (code 1)" in (tmp_path / "log/b.2.log").read_text()
+    for args, message in [("--gpus 1 l.log true", "unknown option --gpus"),
+                          ("--gpu x l.log true", "--gpu must be a whole number"),
+                          ("JOB=3:1 l.JOB.log true", "empty job range"),
+                          ("--config nope.conf l.log true", "--config nope.conf: no such file")]:
+        proc = sh(env + f"{UTILS}/slurm.sh {args}", tmp_path, check=False)
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+    no_sbatch = sh(f"PATH={tmp_path}/empty /bin/bash {UTILS}/slurm.sh l.log true", tmp_path, check=False)
+    assert no_sbatch.returncode == 2 and "sbatch not found" in no_sbatch.stderr and "--cmd_backend local" in no_sbatch.stderr
+
+
+def test_merge_scp_sorts_and_rejects_duplicate_keys(tmp_path):
+    (tmp_path / "a").write_text("u3 x\nu1 y\n")
+    (tmp_path / "b").write_text("u2 z\n")
+    sh(f"{UTILS}/merge_scp.sh out/m a b", tmp_path)
+    assert (tmp_path / "out/m").read_text() == "u1 y\nu2 z\nu3 x\n"
+    dup = sh(f"{UTILS}/merge_scp.sh m a a", tmp_path, check=False)
+    assert dup.returncode == 1 and "key(s) in more than one" in dup.stderr and "u1" in dup.stderr
+    missing = sh(f"{UTILS}/merge_scp.sh m a c", tmp_path, check=False)
+    assert missing.returncode == 1 and "c is missing" in missing.stderr
+
+
+def test_validate_data_dir_with_segments(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    (tmp_path / "r1.wav").write_bytes(b"")
+    (d / "wav.scp").write_text(f"r1 {tmp_path}/r1.wav\nr2 sox {tmp_path}/x.flac -t wav - |\n")
+    (d / "segments").write_text("r1-a r1 0.0 1.5\nr1-b r1 1.5 -1\nr2-a r2 0 2\n")
+    (d / "text").write_text("r1-a one\nr1-b two\nr2-a three\n")
+    sh(f"{UTILS}/validate_data_dir.sh data", tmp_path)
+    (d / "segments").write_text("r1-a r1 0.0 1.5\nr1-b r1 x 2\nr3-a r3 0 2\n")
+    bad = sh(f"{UTILS}/validate_data_dir.sh data", tmp_path, check=False)
+    assert bad.returncode == 1 and "segments line 2: r1-b r1 x 2: expected" in bad.stderr
+    assert "segments of recordings missing from wav.scp: r3-a (recording r3)" in bad.stderr
+    assert "text and segments disagree on utterance(s): r2-a" in bad.stderr
+
+
+def test_espnet_launch_runs_through_both_job_runners(tmp_path):
+    """The README's advice: ``espnet2.bin.launch --cmd utils/run_jobs.sh`` (or slurm.sh) on one node."""
+    import sys
+
+    env, argv_file = fake_slurm(tmp_path)
+    for runner in ("run_jobs.sh", "slurm.sh"):
+        sh(env + f"{sys.executable} -m espnet2.bin.launch --cmd {UTILS}/{runner} --ngpu 0 --log log/{runner}.log "
+           f"-- {sys.executable} -c 'import sys; print(sys.argv[1:])'", tmp_path)
+        log = (tmp_path / f"log/{runner}.log").read_text()
+        assert "['--ngpu', '0', '--multiprocessing_distributed', 'True']" in log and "ended (code 0)" in log
+    assert not (tmp_path / "--gpu").exists()
+    opts = sbatch_argv(argv_file)
+    assert "--gres" not in opts and opts[opts.index("--output") + 1] == "log/q/slurm.sh.log.slurm"

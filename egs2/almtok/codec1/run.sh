@@ -7,6 +7,23 @@ cd "$(dirname "$0")"
 
 stage=1
 stop_stage=9
+# ESPnet's general options (codec.sh / asr.sh names and meanings)
+skip_data_prep=false       # skip stages 1-4 (data, format, priors, shapes)
+skip_train=false           # skip stages 5-6 (training)
+skip_eval=false            # skip stages 7-8 (decoding, scoring)
+skip_upload_hf=true        # the Hugging Face upload stage (see --help)
+ngpu=0                     # GPUs per node for training (> 1: DDP)
+num_nodes=1                # nodes for training (> 1: DDP over nodes; needs --cmd_backend slurm)
+nj=2                       # parallel jobs of data formatting (stage 2)
+inference_nj=2             # parallel jobs of decoding (stage 7)
+gpu_inference=false        # decode on a GPU (${cuda_cmd} --gpu 1) instead of the CPU (${decode_cmd})
+dumpdir=dump               # formatted data: ${dumpdir}/raw/<set>
+expdir=exp                 # models, priors, decodings
+inference_model=""         # weights file in the exp dir that stages 7-9 use (default: the first of
+                           # valid.mel_loss.best.pth, train.mel_loss.best.pth, latest.pth)
+inference_config=""        # YAML of codec_inference options for stage 7 (e.g. "batch_size: 4")
+cmd_backend=""             # local | slurm (default: cmd_backend in cmd.sh, which defaults to local)
+train_tasks_per_node=""    # slurm: DDP ranks per node (default: max(ngpu, 1)); > 1 with --ngpu 0 is CPU DDP (gloo)
 corpus=demo                # demo | mini_an4 | librispeech | audio_dir | asterisk (real speech + sounds; paths in db.sh)
 fs=""                      # audio rate of dump/raw (default: the config's codec_conf.sampling_rate)
 train_set=train
@@ -41,13 +58,10 @@ stage2_args=""
 stage2_freeze_param="codec.generator.patchify codec.generator.encoder codec.generator.query_token codec.generator.mae_mask_token codec.generator.quantizer.project_in codec.generator.quantizer.layers codec.generator.mae_head codec.generator.ar_head"
 stage2_codec_conf="use_mae_loss=false use_ar_loss=false"   # stage 2: no MAE masking, no AR loss
 window=4                   # decoding: query window w (token rate = 50 Hz / w)
-decode_nj=2
 score_judges=asr,dnsmos    # stage 8 independent judges: asr (pocketsphinx WER), dnsmos, spk (needs
                            # --score_spk_model DIR, a local HuggingFace *ForXVector model), or none
 score_spk_model=""
 benchmark_args=""          # stage 10: extra options, e.g. "--quick" or "--train_steps 1000"
-ngpu=0
-nj=2
 
 help_message=$(cat <<HELP
 Usage: $0 [options]   (e.g. $0 --stage 1 --stop_stage 5; then $0 --stage 7)
@@ -65,28 +79,49 @@ Stages:
   6  codec training, stage 2: reconstruction fine-tune from stage 1 (--init_param) on clean
      encodings (--stage2_codec_conf "${stage2_codec_conf}"), token side frozen
      (--stage2_freeze_param "${stage2_freeze_param}") -> exp/codec_<tag>_stage2
-  7  decoding: tokens (Kaldi ark/scp) + resynthesis at --window w -> <exp>/decode_w<w>/<set>
+  7  decoding: tokens (Kaldi ark/scp) + resynthesis at --window w, --inference_nj jobs
+     -> <exp>/decode_w<w>/<set>
   8  scoring: mel/STFT distance, PESQ, STOI, SI-SNR, token rate, bitrate -> .../scores/
   9  packing: <exp>/almtok_packed.zip for ALMTokenizer.from_pretrained
  10  benchmark (not in the default run): ALMTokenizer vs ESPnet SoundStream/Encodec/DAC on this
      recipe's data -> exp/benchmark/results.{json,md}, quality_vs_bitrate.png (--benchmark_args)
 Options (default):
   --stage (${stage}) --stop_stage (${stop_stage}) --corpus (${corpus}) --train_config (${train_config})
+  --skip_data_prep (${skip_data_prep}: stages 1-4) --skip_train (${skip_train}: 5-6) --skip_eval (${skip_eval}: 7-8)
+  --skip_upload_hf (${skip_upload_hf}: the Hugging Face upload, not part of this recipe yet)
+  --cmd_backend (local|slurm; default: cmd.sh's) --nj (${nj}: stage 2 jobs) --inference_nj (${inference_nj}: stage 7 jobs)
+  --ngpu (${ngpu}: training GPUs per node) --num_nodes (${num_nodes}) --gpu_inference (${gpu_inference})
+  --train_tasks_per_node (slurm: DDP ranks per node; default max(ngpu, 1))
+  --dumpdir (${dumpdir}) --expdir (${expdir}) --inference_model (best found) --inference_config (YAML)
   --ssl_upstream (${ssl_upstream}) --ssl_path (${ssl_path}) --ssl_layer (${ssl_layer})
-  --window (${window}) --ngpu (${ngpu}) --nj (${nj}) --decode_nj (${decode_nj}) --on_bad (${on_bad})
+  --window (${window}) --on_bad (${on_bad})
   --stage1_args/--stage2_args "extra training options", --tag NAME
   --stage2_freeze_param "param prefixes", --stage2_codec_conf "key=value ..." (stage 2's split)
-Every stage is resumable: rerun the same command after a kill.
+Every stage is resumable: rerun the same command after a kill. Jobs run through cmd.sh's
+\${decode_cmd}/\${cuda_cmd} (--cmd_backend local: this machine; slurm: sbatch, conf/slurm.conf).
 HELP
 )
 . ./path.sh
 . utils/parse_options.sh
+. ./cmd.sh
 
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"; }
 [ -n "$tag" ] || tag=$(basename "${train_config%.*}")
-exp1=exp/codec_${tag}_stage1
-exp2=exp/codec_${tag}_stage2
-prior_dir=exp/semantic_prior
+for b in skip_data_prep skip_train skip_eval skip_upload_hf gpu_inference; do
+  case "${!b}" in true|false) ;; *) echo "$0: --${b} must be true or false, got '${!b}'" >&2; exit 1 ;; esac
+done
+if [ "${skip_upload_hf}" = false ]; then
+  echo "$0: --skip_upload_hf false: this recipe has no Hugging Face upload stage yet; pack with stage 9" \
+       "and upload ${expdir}/codec_<tag>_stage2/almtok_packed.zip yourself" >&2; exit 1
+fi
+if [ "${num_nodes}" -gt 1 ] && [ "${cmd_backend}" != slurm ]; then
+  echo "$0: --num_nodes ${num_nodes} needs a cluster: add --cmd_backend slurm (or set cmd_backend in cmd.sh)" >&2; exit 1
+fi
+if [ "${gpu_inference}" = true ]; then _cmd=${cuda_cmd}; _ngpu=1; else _cmd=${decode_cmd}; _ngpu=0; fi
+raw=${dumpdir}/raw
+exp1=${expdir}/codec_${tag}_stage1
+exp2=${expdir}/codec_${tag}_stage2
+prior_dir=${expdir}/semantic_prior
 sets="${train_set} ${valid_set} ${test_sets}"
 # yaml_get KEY... : a value of the training config (the path is an argument, never Python source)
 yaml_get() { python -c 'import sys, yaml; v = yaml.safe_load(open(sys.argv[1])); [v := v[k] for k in sys.argv[2:]]; print(v)' "${train_config}" "$@"; }
@@ -96,20 +131,23 @@ if [ "${codec_type}" != almtok ]; then
   log "codec '${codec_type}': no semantic priors and one training stage (stages 3 and 6 skip; stage 9 packs ALMTokenizer only)"
 fi
 
-if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ] && [ "${skip_data_prep}" = false ]; then
   log "Stage 1: data preparation (${corpus})"
   local/data.sh --corpus "${corpus}" --out data
 fi
 
-if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
-  log "Stage 2: format to dump/raw (mono, ${fs} Hz, ${min_dur}-${max_dur} s, on_bad=${on_bad})"
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ] && [ "${skip_data_prep}" = false ]; then
+  log "Stage 2: format to ${raw} (mono, ${fs} Hz, ${min_dur}-${max_dur} s, on_bad=${on_bad}; ${nj} jobs)"
   for s in ${sets}; do
-    python -m espnet2_almtok.recipe.format_data --in "data/${s}" --out "dump/raw/${s}" --fs "${fs}" \
-      --min_dur "${min_dur}" --max_dur "${max_dur}" --on_bad "${on_bad}"
+    format_args=(--in "data/${s}" --out "${raw}/${s}" --fs "${fs}" --min_dur "${min_dur}" --max_dur "${max_dur}"
+                 --on_bad "${on_bad}" --nj "${nj}")
+    ${decode_cmd} JOB=1:"${nj}" "${raw}/${s}/logdir/format.JOB.log" \
+      python -m espnet2_almtok.recipe.format_data "${format_args[@]}" --job JOB
+    python -m espnet2_almtok.recipe.format_data "${format_args[@]}" --merge "${nj}"
   done
 fi
 
-if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ] && [ "${codec_type}" = almtok ]; then
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ] && [ "${skip_data_prep}" = false ] && [ "${codec_type}" = almtok ]; then
   log "Stage 3: semantic priors (${ssl_upstream}, layer ${ssl_layer}) -> ${prior_dir}"
   upstream=${ssl_upstream}; path=${ssl_path}
   if [ "${ssl_upstream}" = tiny_random ]; then
@@ -120,27 +158,30 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ] && [ "${codec_type}" = almtok ]
   fi
   mkdir -p "${prior_dir}"
   if [ -n "${prior_audio_upstream}" ]; then
-    [ -f "dump/raw/${train_set}/utt2category" ] || { echo "--prior_audio_upstream needs dump/raw/${train_set}/utt2category (speech vs other)" >&2; exit 1; }
+    [ -f "${raw}/${train_set}/utt2category" ] || { echo "--prior_audio_upstream needs ${raw}/${train_set}/utt2category (speech vs other)" >&2; exit 1; }
     log "per-domain priors: speech <- ${upstream}, other audio <- ${prior_audio_upstream} (speech rows: ${speech_fraction})"
-    source_args=(--utt2category "dump/raw/${train_set}/utt2category" --speech_fraction "${speech_fraction}"
+    source_args=(--utt2category "${raw}/${train_set}/utt2category" --speech_fraction "${speech_fraction}"
                  --speech_upstream "${upstream}" ${path:+--speech_upstream_path "${path}"} --speech_layer "${ssl_layer}"
                  --audio_upstream "${prior_audio_upstream}" ${prior_audio_path:+--audio_upstream_path "${prior_audio_path}"}
                  --audio_layer "${prior_audio_layer:-${ssl_layer}}")
   else
     source_args=(--upstream "${upstream}" ${path:+--upstream_path "${path}"} --layer "${ssl_layer}")
   fi
-  python -m espnet2_almtok.recipe.semantic_prior --wav_scp "dump/raw/${train_set}/wav.scp" "${source_args[@]}" \
+  prior_gpu=$([ "${ngpu}" -gt 0 ] && echo 1 || echo 0)
+  # shellcheck disable=SC2046
+  ${cuda_cmd} --gpu "${prior_gpu}" "${prior_dir}/extract.log" \
+    python -m espnet2_almtok.recipe.semantic_prior --wav_scp "${raw}/${train_set}/wav.scp" "${source_args[@]}" \
     --codebook_size "$(yaml_get codec_conf generator_params codebook_size)" \
     --n_q "$(yaml_get codec_conf generator_params n_q)" --residual_init "${residual_init}" \
-    --max_utts "${prior_max_utts}" --out_dir "${prior_dir}" $([ "${ngpu}" -gt 0 ] && echo --device cuda) \
-    > "${prior_dir}/extract.log" 2>&1 || { echo "Stage 3 failed; see ${prior_dir}/extract.log" >&2; tail -n 20 "${prior_dir}/extract.log" >&2; exit 1; }
+    --max_utts "${prior_max_utts}" --out_dir "${prior_dir}" $([ "${prior_gpu}" = 1 ] && echo --device cuda) \
+    || { echo "Stage 3 failed; see ${prior_dir}/extract.log" >&2; exit 1; }
 fi
 
-if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ] && [ "${skip_data_prep}" = false ]; then
   log "Stage 4: shape files for the samplers"
   for s in ${sets}; do
-    cp "dump/raw/${s}/utt2num_samples" "dump/raw/${s}/audio_shape.tmp"
-    mv "dump/raw/${s}/audio_shape.tmp" "dump/raw/${s}/audio_shape"
+    cp "${raw}/${s}/utt2num_samples" "${raw}/${s}/audio_shape.tmp"
+    mv "${raw}/${s}/audio_shape.tmp" "${raw}/${s}/audio_shape"
   done
 fi
 
@@ -161,31 +202,56 @@ prior_list() {
   echo "${out}]"
 }
 
+# launch_train LOG CMD ARG...: a trainer through ${cuda_cmd}, as espnet2.bin.launch does. One node:
+# one job, --ngpu N (N > 1: ESPnet's multiprocessing DDP). Under slurm with several ranks
+# (--num_nodes > 1, --ngpu > 1 or --train_tasks_per_node > 1): one job of num_nodes x tasks_per_node
+# SLURM tasks started by srun, one DDP rank each (utils/srun_ddp.sh sets RANK/WORLD_SIZE/MASTER_*).
+launch_train() {
+  local logf=$1; shift
+  local per_node=${train_tasks_per_node:-$(( ngpu > 1 ? ngpu : 1 ))}
+  if [ "${cmd_backend}" = slurm ] && [ $(( num_nodes * per_node )) -gt 1 ]; then
+    local rank_gpu=$(( ngpu > 0 ? 1 : 0 )) backend=gloo
+    [ "${rank_gpu}" = 0 ] || backend=nccl
+    log "DDP through SLURM: ${num_nodes} node(s) x ${per_node} rank(s), ${ngpu} GPU(s) per node, ${backend}"
+    ${cuda_cmd} --gpu "${ngpu}" --num_nodes "${num_nodes}" --num_tasks_per_node "${per_node}" "${logf}" \
+      srun --kill-on-bad-exit=1 utils/srun_ddp.sh "$@" --ngpu "${rank_gpu}" --multiprocessing_distributed false \
+      --dist_backend "${backend}" --dist_init_method env://
+  else
+    local dist=()
+    [ "${ngpu}" -gt 1 ] && dist=(--multiprocessing_distributed true)
+    ${cuda_cmd} --gpu "${ngpu}" "${logf}" "$@" --ngpu "${ngpu}" "${dist[@]}"
+  fi
+}
+
 train_codec() {  # train_codec OUT_DIR extra-args...
   local out=$1; shift
   if [ -f "${out}/.done" ]; then log "${out} is trained (.done); skipping"; return; fi
   mkdir -p "${out}"
-  local dist=""
-  [ "${ngpu}" -gt 1 ] && dist="--multiprocessing_distributed true"
   log "training ${out} (log: ${out}/train.log)"
-  python -m espnet2_almtok.bin.codec_train --config "${train_config}" --ngpu "${ngpu}" ${dist} \
-    --train_data_path_and_name_and_type "dump/raw/${train_set}/wav.scp,audio,sound" \
-    --train_shape_file "dump/raw/${train_set}/audio_shape" \
-    --valid_data_path_and_name_and_type "dump/raw/${valid_set}/wav.scp,audio,sound" \
-    --valid_shape_file "dump/raw/${valid_set}/audio_shape" \
-    --resume true --output_dir "${out}" "$@" > "${out}/train.log" 2>&1 \
-    || { echo "training failed; see ${out}/train.log" >&2; tail -n 30 "${out}/train.log" >&2; exit 1; }
+  launch_train "${out}/train.log" python -m espnet2_almtok.bin.codec_train --config "${train_config}" \
+    --train_data_path_and_name_and_type "${raw}/${train_set}/wav.scp,audio,sound" \
+    --train_shape_file "${raw}/${train_set}/audio_shape" \
+    --valid_data_path_and_name_and_type "${raw}/${valid_set}/wav.scp,audio,sound" \
+    --valid_shape_file "${raw}/${valid_set}/audio_shape" \
+    --resume true --output_dir "${out}" "$@" \
+    || { echo "training failed; see ${out}/train.log" >&2; exit 1; }
   touch "${out}/.done"
 }
 
-best_model() {  # the weights a later stage starts from
+best_model() {  # best_model EXP [any]: --inference_model, or the best weights found; "any": the weights a
+                # later training stage starts from (the best found, whatever --inference_model says)
+  if [ -n "${inference_model}" ] && [ "${2:-}" != any ]; then
+    [ -e "$1/${inference_model}" ] || { echo "--inference_model ${inference_model}: $1/${inference_model} not found" \
+      "($(cd "$1" 2>/dev/null && ls -- *.pth 2>/dev/null | tr '\n' ' '))" >&2; exit 1; }
+    echo "$1/${inference_model}"; return
+  fi
   for f in valid.mel_loss.best.pth train.mel_loss.best.pth latest.pth; do
     [ -e "$1/$f" ] && { echo "$1/$f"; return; }
   done
   echo "no model in $1; run the training stage first" >&2; exit 1
 }
 
-if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ] && [ "${skip_train}" = false ]; then
   if [ "${codec_type}" = almtok ]; then
     log "Stage 5: codec training, stage 1 (frozen semantic priors; MAE/AR losses as in ${train_config})"
     # shellcheck disable=SC2086
@@ -197,52 +263,78 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   fi
 fi
 
-if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ] && [ "${codec_type}" = almtok ]; then
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ] && [ "${skip_train}" = false ] && [ "${codec_type}" = almtok ]; then
   log "Stage 6: codec training, stage 2 (reconstruction fine-tune: ${stage2_codec_conf}; frozen: ${stage2_freeze_param})"
   conf_args=(); for kv in ${stage2_codec_conf}; do conf_args+=(--codec_conf "${kv}"); done
   # shellcheck disable=SC2086
   train_codec "${exp2}" --codec_conf "generator_params.codebook_init=$(prior_list)" $(prior_dim_args) "${conf_args[@]}" \
-    --init_param "$(best_model "${exp1}")" --freeze_param ${stage2_freeze_param} ${stage2_args}
+    --init_param "$(best_model "${exp1}" any)" --freeze_param ${stage2_freeze_param} ${stage2_args}
 fi
 
 final_exp=${exp2}
 [ -d "${exp2}" ] || final_exp=${exp1}
 
-if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
-  log "Stage 7: decoding ${final_exp} at w=${window}"
+# inference_config_args FILE: the YAML mapping FILE as "--key value" arguments, NUL-separated
+inference_config_args() {
+  python - "$1" <<'PY'
+import sys, yaml
+path = sys.argv[1]
+conf = yaml.safe_load(open(path)) or {}
+if not isinstance(conf, dict):
+    sys.exit(f"--inference_config {path}: expected a mapping of codec_inference options (e.g. 'batch_size: 4')")
+for key, value in conf.items():
+    if key in ("window", "model_dir", "model_file", "output_dir", "key_file", "ngpu", "data_path_and_name_and_type"):
+        sys.exit(f"--inference_config {path}: '{key}' is set by run.sh (--window, --inference_model, "
+                 f"--gpu_inference); remove it from the file")
+    if isinstance(value, (list, dict)):
+        sys.exit(f"--inference_config {path}: '{key}' must be a single value, got {value!r}")
+    value = str(value).lower() if isinstance(value, bool) else str(value)
+    sys.stdout.write(f"--{key}\0{value}\0")
+PY
+}
+
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ] && [ "${skip_eval}" = false ]; then
+  log "Stage 7: decoding ${final_exp} at w=${window} (${inference_nj} jobs, gpu_inference=${gpu_inference})"
+  inf_args=()
+  if [ -n "${inference_config}" ]; then
+    [ -f "${inference_config}" ] || { echo "--inference_config ${inference_config}: no such file" >&2; exit 1; }
+    inference_config_args "${inference_config}" > /dev/null || exit 1
+    mapfile -d '' -t inf_args < <(inference_config_args "${inference_config}")
+  fi
+  model_file=$(best_model "${final_exp}")
   for s in ${test_sets}; do
     dir=${final_exp}/decode_w${window}/${s}
     if [ -f "${dir}/.done" ]; then log "${dir} is complete; skipping"; continue; fi
-    n=$(grep -c . "dump/raw/${s}/wav.scp"); jobs=$(( decode_nj < n ? decode_nj : n ))
-    mkdir -p "${dir}/split" "${dir}/logdir"
-    keys=(); for ((j = 1; j <= jobs; j++)); do keys+=("${dir}/split/keys.${j}"); done
-    utils/split_scp.sh "dump/raw/${s}/wav.scp" "${keys[@]}"
-    utils/run_jobs.sh JOB=1:${jobs} "${dir}/logdir/decode.JOB.log" \
-      python -m espnet2_almtok.bin.codec_inference --model_dir "${final_exp}" \
-        --model_file "$(best_model "${final_exp}")" \
-        --data_path_and_name_and_type "dump/raw/${s}/wav.scp,audio,sound" \
-        --key_file "${dir}/split/keys.JOB" --output_dir "${dir}/split/out.JOB" \
-        --window "${window}" --ngpu "${ngpu}"
-    mkdir -p "${dir}/codes" "${dir}/wav"
-    for ((j = 1; j <= jobs; j++)); do cat "${dir}/split/out.${j}/codes/codes.scp"; done | sort > "${dir}/codes/codes.scp"
-    for ((j = 1; j <= jobs; j++)); do cat "${dir}/split/out.${j}/wav/wav.scp"; done | sort > "${dir}/wav/wav.scp"
-    cp "${dir}/split/out.1/codes/meta.yaml" "${dir}/codes/meta.yaml"
+    n=$(grep -c . "${raw}/${s}/wav.scp"); jobs=$(( inference_nj < n ? inference_nj : n ))
+    mkdir -p "${dir}/split${jobs}" "${dir}/logdir"
+    keys=(); for ((j = 1; j <= jobs; j++)); do keys+=("${dir}/split${jobs}/keys.${j}"); done
+    utils/split_scp.sh "${raw}/${s}/wav.scp" "${keys[@]}"
+    ${_cmd} --gpu "${_ngpu}" JOB=1:"${jobs}" "${dir}/logdir/decode.JOB.log" \
+      python -m espnet2_almtok.bin.codec_inference --model_dir "${final_exp}" --model_file "${model_file}" \
+        --data_path_and_name_and_type "${raw}/${s}/wav.scp,audio,sound" \
+        --key_file "${dir}/split${jobs}/keys.JOB" --output_dir "${dir}/split${jobs}/out.JOB" \
+        --window "${window}" --ngpu "${_ngpu}" "${inf_args[@]}"
+    outs=(); for ((j = 1; j <= jobs; j++)); do outs+=("${dir}/split${jobs}/out.${j}"); done
+    utils/merge_scp.sh "${dir}/codes/codes.scp" "${outs[@]/%//codes/codes.scp}"
+    utils/merge_scp.sh "${dir}/wav/wav.scp" "${outs[@]/%//wav/wav.scp}"
+    cp "${dir}/split${jobs}/out.1/codes/meta.yaml" "${dir}/codes/meta.yaml"
     touch "${dir}/.done"
   done
 fi
 
-if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ]; then
+if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ] && [ "${skip_eval}" = false ]; then
   log "Stage 8: scoring"
   for s in ${test_sets}; do
     dir=${final_exp}/decode_w${window}/${s}
     judge_args=(--judges "${score_judges}")
     for f in text utt2lang utt2category; do
-      if [ -f "dump/raw/${s}/${f}" ]; then judge_args+=(--"${f}" "dump/raw/${s}/${f}"); fi
+      if [ -f "${raw}/${s}/${f}" ]; then judge_args+=(--"${f}" "${raw}/${s}/${f}"); fi
     done
     [ -z "${score_spk_model}" ] || judge_args+=(--spk_model "${score_spk_model}")
-    python -m espnet2_almtok.recipe.score --ref_scp "dump/raw/${s}/wav.scp" --hyp_scp "${dir}/wav/wav.scp" \
+    ${decode_cmd} "${dir}/scores.log" \
+      python -m espnet2_almtok.recipe.score --ref_scp "${raw}/${s}/wav.scp" --hyp_scp "${dir}/wav/wav.scp" \
       --codes_dir "${dir}/codes" --fs "${fs}" --out_dir "${dir}/scores" --title "${tag} ${s}" "${judge_args[@]}" \
-      > "${dir}/scores.log" 2>&1 || { echo "scoring failed; see ${dir}/scores.log" >&2; tail "${dir}/scores.log" >&2; exit 1; }
+      || { echo "scoring failed; see ${dir}/scores.log" >&2; exit 1; }
     cat "${dir}/scores/result.md"
   done
 fi
@@ -253,13 +345,15 @@ if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ] && [ "${codec_type}" = almtok ]
     --prior_dir "${prior_dir}" --out "${final_exp}/almtok_packed.zip"
 fi
 if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
-  log "Stage 10: benchmark -> exp/benchmark (log: exp/benchmark/benchmark.log)"
-  mkdir -p exp/benchmark
-  # shellcheck disable=SC2086
-  python -m espnet2_almtok.bin.benchmark --output_dir exp/benchmark \
-    --train_scp "dump/raw/${train_set}/wav.scp" --test_scp "dump/raw/$(echo ${test_sets} | cut -d' ' -f1)/wav.scp" \
-    $([ "${ngpu}" -gt 0 ] && echo --device cuda) ${benchmark_args} > exp/benchmark/benchmark.log 2>&1 \
-    || { echo "benchmark failed; see exp/benchmark/benchmark.log" >&2; tail -n 20 exp/benchmark/benchmark.log >&2; exit 1; }
-  cat exp/benchmark/results.md
+  log "Stage 10: benchmark -> ${expdir}/benchmark (log: ${expdir}/benchmark/benchmark.log)"
+  mkdir -p "${expdir}/benchmark"
+  bench_gpu=$([ "${ngpu}" -gt 0 ] && echo 1 || echo 0)
+  # shellcheck disable=SC2086,SC2046
+  ${cuda_cmd} --gpu "${bench_gpu}" "${expdir}/benchmark/benchmark.log" \
+    python -m espnet2_almtok.bin.benchmark --output_dir "${expdir}/benchmark" \
+    --train_scp "${raw}/${train_set}/wav.scp" --test_scp "${raw}/$(echo ${test_sets} | cut -d' ' -f1)/wav.scp" \
+    $([ "${bench_gpu}" = 1 ] && echo --device cuda) ${benchmark_args} \
+    || { echo "benchmark failed; see ${expdir}/benchmark/benchmark.log" >&2; exit 1; }
+  cat "${expdir}/benchmark/results.md"
 fi
 log "Successfully finished. [stages ${stage}-${stop_stage}]"

@@ -7,6 +7,22 @@ cd "$(dirname "$0")"
 
 stage=1
 stop_stage=7
+# ESPnet's general options (asr.sh / speechlm.sh names and meanings)
+skip_data_prep=false       # skip stages 1-3 (tokenization, BPE, LM data)
+skip_train=false           # skip stage 4 (LM training)
+skip_eval=false            # skip stages 5-7 (decoding, TTS round trip, scoring)
+skip_upload_hf=true        # the Hugging Face upload stage (see --help)
+ngpu=0                     # GPUs per node for training (> 1: DDP)
+num_nodes=1                # nodes for training (> 1: DDP over nodes; needs --cmd_backend slurm)
+nj=2                       # parallel jobs of tokenization (stage 1)
+inference_nj=2             # parallel jobs of each decoding (stages 5-6)
+gpu_inference=false        # tokenize/decode on a GPU (${cuda_cmd} --gpu 1) instead of the CPU (${decode_cmd})
+dumpdir=dump               # ${dumpdir}/codes/<codec_tag>, ${dumpdir}/lm/<codec_tag>
+expdir=exp                 # ${expdir}/lm_<tag>
+inference_model=""         # LM weights file in the exp dir for decoding (default: the best found)
+inference_config=""        # YAML of lm_inference options for every task (the per-task --*_decode_args win)
+cmd_backend=""             # local | slurm (default: cmd_backend in cmd.sh, which defaults to local)
+train_tasks_per_node=""    # slurm: DDP ranks per node (default: max(ngpu, 1)); > 1 with --ngpu 0 is CPU DDP (gloo)
 codec_model=../codec1/exp/codec_train_almtok_debug_stage2   # ALMTokenizer exp dir / packed zip, or an
                                                             # ESPnet codec exp (soundstream/encodec/dac)
 codec_tag=""               # names dump/ and exp/ dirs (default: the codec exp's name + _w<window>)
@@ -25,8 +41,6 @@ asr_decode_args="--method beam --beam_size 4"
 caption_decode_args="--method beam --beam_size 4"
 tts_decode_args="--method sample --top_k 20 --max_new_tokens 600"
 tts_asr=true               # TTS intelligibility: re-tokenize the synthesis and run the LM's ASR task
-ngpu=0
-nj=2
 
 help_message=$(cat <<HELP
 Usage: $0 [options]   (after ../codec1/run.sh)
@@ -44,45 +58,81 @@ Options (default):
   --codec_model (${codec_model}) --audio_dump (${audio_dump}) --window (${window})
   --tasks ("${tasks}") --nbpe (${nbpe}) --lm_config (${lm_config}) --layout (config's) --lm_args ("${lm_args}")
   --asr_decode_args/--caption_decode_args/--tts_decode_args ("lm_inference options")
-  --stage (${stage}) --stop_stage (${stop_stage}) --ngpu (${ngpu}) --tag NAME
-Every stage is resumable: rerun the same command after a kill.
+  --stage (${stage}) --stop_stage (${stop_stage}) --tag NAME
+  --skip_data_prep (${skip_data_prep}: stages 1-3) --skip_train (${skip_train}: 4) --skip_eval (${skip_eval}: 5-7)
+  --skip_upload_hf (${skip_upload_hf}: the Hugging Face upload, not part of this recipe yet)
+  --cmd_backend (local|slurm; default: cmd.sh's) --nj (${nj}: stage 1 jobs) --inference_nj (${inference_nj}: decoding jobs)
+  --ngpu (${ngpu}: training GPUs per node) --num_nodes (${num_nodes}) --gpu_inference (${gpu_inference})
+  --train_tasks_per_node (slurm: DDP ranks per node; default max(ngpu, 1))
+  --dumpdir (${dumpdir}) --expdir (${expdir}) --inference_model (best found) --inference_config (YAML)
+Every stage is resumable: rerun the same command after a kill. Jobs run through cmd.sh's
+\${decode_cmd}/\${cuda_cmd} (--cmd_backend local: this machine; slurm: sbatch, conf/slurm.conf).
 HELP
 )
 . ./path.sh
 . utils/parse_options.sh
+. ./cmd.sh
 
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"; }
 die() { echo "$*" >&2; exit 1; }
 [ -e "${codec_model}" ] || die "codec model ${codec_model} not found: run ../codec1/run.sh first, or give --codec_model"
-codec_type=$(python -c "from espnet2_almtok.codec_tokenizer import codec_kind; print(codec_kind('${codec_model}'))")
+codec_type=$(python -c 'import sys; from espnet2_almtok.codec_tokenizer import codec_kind; print(codec_kind(sys.argv[1]))' "${codec_model}")
 if [ -z "${codec_tag}" ]; then
   codec_tag=$(basename "${codec_model%.zip}")
   [ "${codec_type}" != almtok ] || codec_tag+=_w${window}   # fixed-rate ESPnet codecs have no window
 fi
-yaml_get() { python -c "import yaml,sys; print(yaml.safe_load(open('$lm_config')).get(sys.argv[1], sys.argv[2]))" "$@"; }
+yaml_get() { python -c 'import yaml, sys; print(yaml.safe_load(open(sys.argv[1])).get(sys.argv[2], sys.argv[3]))' "${lm_config}" "$@"; }
 [ -n "${layout}" ] || layout=$(yaml_get layout flat)
 [ -n "${tag}" ] || tag=$(basename "${lm_config%.*}")_${codec_tag}$([ "${layout}" = flat ] || echo "_${layout}")
-codes_root=dump/codes/${codec_tag}
-lm_data=dump/lm/${codec_tag}
-lm_exp=exp/lm_${tag}
+for b in skip_data_prep skip_train skip_eval skip_upload_hf gpu_inference; do
+  case "${!b}" in true|false) ;; *) die "$0: --${b} must be true or false, got '${!b}'" ;; esac
+done
+[ "${skip_upload_hf}" = true ] || die "$0: --skip_upload_hf false: this recipe has no Hugging Face upload stage yet"
+if [ "${num_nodes}" -gt 1 ] && [ "${cmd_backend}" != slurm ]; then
+  die "$0: --num_nodes ${num_nodes} needs a cluster: add --cmd_backend slurm (or set cmd_backend in cmd.sh)"
+fi
+if [ "${gpu_inference}" = true ]; then _cmd=${cuda_cmd}; _ngpu=1; else _cmd=${decode_cmd}; _ngpu=0; fi
+codes_root=${dumpdir}/codes/${codec_tag}
+lm_data=${dumpdir}/lm/${codec_tag}
+lm_exp=${expdir}/lm_${tag}
 sets="${train_set} ${valid_set} ${test_sets}"
-run_logged() {  # run_logged LOG cmd...: fail naming the log
-  local logf=$1; shift
-  mkdir -p "$(dirname "${logf}")"
-  "$@" > "${logf}" 2>&1 || { echo "failed; see ${logf}" >&2; tail -n 20 "${logf}" >&2; exit 1; }
+
+# split_keys LIST DIR NJ: LIST's lines into min(NJ, lines) parts DIR/split<n>/keys.<j>; prints n
+split_keys() {
+  local n jobs j parts=()
+  n=$(grep -c . "$1" || true)
+  [ "${n}" -gt 0 ] || die "$1 is empty: nothing to run"
+  jobs=$(( $3 < n ? $3 : n ))
+  mkdir -p "$2/split${jobs}"
+  for ((j = 1; j <= jobs; j++)); do parts+=("$2/split${jobs}/keys.${j}"); done
+  utils/split_scp.sh "$1" "${parts[@]}"
+  echo "${jobs}"
+}
+# merge_outputs DIR JOBS FILE...: each FILE of DIR/split<JOBS>/out.<j> merged into DIR/FILE (those present)
+merge_outputs() {
+  local dir=$1 jobs=$2 f j; shift 2
+  local outs=(); for ((j = 1; j <= jobs; j++)); do outs+=("${dir}/split${jobs}/out.${j}"); done
+  for f in "$@"; do
+    if [ -f "${outs[0]}/${f}" ]; then utils/merge_scp.sh "${dir}/${f}" "${outs[@]/%//${f}}"; fi
+  done
+  if [ -f "${outs[0]}/codes/meta.yaml" ]; then cp "${outs[0]}/codes/meta.yaml" "${dir}/codes/meta.yaml"; fi
 }
 
-if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ]; then
-  log "Stage 1: tokenize ${sets} with ${codec_model} (w=${window})"
+if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ] && [ "${skip_data_prep}" = false ]; then
+  log "Stage 1: tokenize ${sets} with ${codec_model} (w=${window}; ${nj} jobs)"
   for s in ${sets}; do
     [ -f "${audio_dump}/${s}/wav.scp" ] || die "${audio_dump}/${s}/wav.scp not found: run ../codec1/run.sh --stop_stage 2 first"
-    run_logged "${codes_root}/${s}/tokenize.log" python -m espnet2_almtok.bin.codec_inference \
+    dir=${codes_root}/${s}
+    jobs=$(split_keys "${audio_dump}/${s}/wav.scp" "${dir}" "${nj}")
+    ${_cmd} --gpu "${_ngpu}" JOB=1:"${jobs}" "${dir}/logdir/tokenize.JOB.log" python -m espnet2_almtok.bin.codec_inference \
       --model_dir "${codec_model}" --data_path_and_name_and_type "${audio_dump}/${s}/wav.scp,audio,sound" \
-      --output_dir "${codes_root}/${s}" --window "${window}" --encode_only --ngpu "${ngpu}"
+      --key_file "${dir}/split${jobs}/keys.JOB" --output_dir "${dir}/split${jobs}/out.JOB" \
+      --window "${window}" --encode_only --ngpu "${_ngpu}"
+    merge_outputs "${dir}" "${jobs}" codes/codes.scp
   done
 fi
 
-if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
+if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ] && [ "${skip_data_prep}" = false ]; then
   log "Stage 2: BPE (${nbpe}) on ${audio_dump}/${train_set}/text"
   if [ -f "${lm_data}/bpe/bpe.model" ]; then log "${lm_data}/bpe/bpe.model exists; skipping"; else
     python -m espnet2_almtok.recipe.lm_data bpe --text "${audio_dump}/${train_set}/text" --nbpe "${nbpe}" \
@@ -90,14 +140,14 @@ if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ]; then
   fi
 fi
 
-if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ]; then
+if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ] && [ "${skip_data_prep}" = false ]; then
   log "Stage 3: LM data (${tasks}) -> ${lm_data}"
   for s in ${sets}; do
     # shellcheck disable=SC2086
-    python -m espnet2_almtok.recipe.lm_data build --audio_dir "${audio_dump}/${s}" \
+    ${decode_cmd} "${lm_data}/logdir/build.${s}.log" python -m espnet2_almtok.recipe.lm_data build --audio_dir "${audio_dump}/${s}" \
       --codes_dir "${codes_root}/${s}/codes" --bpemodel "${lm_data}/bpe/bpe.model" --tasks ${tasks} \
-      --layout "${layout}" --max_len "$(python -c "import yaml; print(yaml.safe_load(open('${lm_config}'))['lm_conf']['max_len'])")" \
-      --out "${lm_data}/${s}" --token_list "${lm_data}/tokens.txt"
+      --layout "${layout}" --max_len "$(python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["lm_conf"]["max_len"])' "${lm_config}")" \
+      --out "${lm_data}/${s}" --token_list "${lm_data}/tokens.txt" || die "Stage 3 failed; see ${lm_data}/logdir/build.${s}.log"
   done
 fi
 
@@ -108,16 +158,36 @@ data_args() {  # data_args train|valid SET
   echo "--${1}_shape_file ${lm_data}/${2}/dec_seq_shape"
 }
 
-if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ]; then
+# launch_train LOG CMD ARG...: a trainer through ${cuda_cmd}, as espnet2.bin.launch does. One node:
+# one job, --ngpu N (N > 1: ESPnet's multiprocessing DDP). Under slurm with several ranks
+# (--num_nodes > 1, --ngpu > 1 or --train_tasks_per_node > 1): one job of num_nodes x tasks_per_node
+# SLURM tasks started by srun, one DDP rank each (utils/srun_ddp.sh sets RANK/WORLD_SIZE/MASTER_*).
+launch_train() {
+  local logf=$1; shift
+  local per_node=${train_tasks_per_node:-$(( ngpu > 1 ? ngpu : 1 ))}
+  if [ "${cmd_backend}" = slurm ] && [ $(( num_nodes * per_node )) -gt 1 ]; then
+    local rank_gpu=$(( ngpu > 0 ? 1 : 0 )) backend=gloo
+    [ "${rank_gpu}" = 0 ] || backend=nccl
+    log "DDP through SLURM: ${num_nodes} node(s) x ${per_node} rank(s), ${ngpu} GPU(s) per node, ${backend}"
+    ${cuda_cmd} --gpu "${ngpu}" --num_nodes "${num_nodes}" --num_tasks_per_node "${per_node}" "${logf}" \
+      srun --kill-on-bad-exit=1 utils/srun_ddp.sh "$@" --ngpu "${rank_gpu}" --multiprocessing_distributed false \
+      --dist_backend "${backend}" --dist_init_method env://
+  else
+    local dist=()
+    [ "${ngpu}" -gt 1 ] && dist=(--multiprocessing_distributed true)
+    ${cuda_cmd} --gpu "${ngpu}" "${logf}" "$@" --ngpu "${ngpu}" "${dist[@]}"
+  fi
+}
+
+if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ] && [ "${skip_train}" = false ]; then
   log "Stage 4: LM training -> ${lm_exp} (log: ${lm_exp}/train.log)"
   if [ -f "${lm_exp}/.done" ]; then log "${lm_exp} is trained (.done); skipping"; else
     mkdir -p "${lm_exp}"
-    dist=""; [ "${ngpu}" -gt 1 ] && dist="--multiprocessing_distributed true"
     # shellcheck disable=SC2046,SC2086
-    run_logged "${lm_exp}/train.log" python -m espnet2_almtok.bin.lm_train --config "${lm_config}" \
-      --ngpu "${ngpu}" ${dist} --layout "${layout}" --token_list "${lm_data}/tokens.txt" --bpemodel "${lm_data}/bpe/bpe.model" \
+    launch_train "${lm_exp}/train.log" python -m espnet2_almtok.bin.lm_train --config "${lm_config}" \
+      --layout "${layout}" --token_list "${lm_data}/tokens.txt" --bpemodel "${lm_data}/bpe/bpe.model" \
       $(data_args train "${train_set}") $(data_args valid "${valid_set}") \
-      --resume true --output_dir "${lm_exp}" ${lm_args}
+      --resume true --output_dir "${lm_exp}" ${lm_args} || die "LM training failed; see ${lm_exp}/train.log"
     touch "${lm_exp}/.done"
   fi
 fi
@@ -125,14 +195,41 @@ fi
 has_task() {  # has_task TASK SET: the set's LM data holds examples of TASK
   grep -q " $1\$" "${lm_data}/$2/task" 2>/dev/null
 }
-decode() {  # decode TASK DATA_DIR OUT_DIR extra-args...
-  local task=$1 data=$2 dir=$3; shift 3
+inf_args=()
+if [ -n "${inference_config}" ]; then  # a YAML mapping of lm_inference options -> "--key value" arguments
+  [ -f "${inference_config}" ] || die "--inference_config ${inference_config}: no such file"
+  config_to_args='import sys, yaml
+conf = yaml.safe_load(open(sys.argv[1])) or {}
+if not isinstance(conf, dict) or any(isinstance(v, (list, dict)) for v in conf.values()):
+    sys.exit(f"--inference_config {sys.argv[1]}: expected a mapping of single lm_inference option values")
+for k in ("model_dir", "model_file", "data_dir", "task", "key_file", "output_dir", "ngpu"):
+    if k in conf:
+        sys.exit(f"--inference_config {sys.argv[1]}: {k} is set by run.sh; remove it from the file")
+for k, v in conf.items():
+    sys.stdout.write(f"--{k}\0{str(v).lower() if isinstance(v, bool) else v}\0")'
+  python -c "${config_to_args}" "${inference_config}" > /dev/null || exit 1
+  mapfile -d '' -t inf_args < <(python -c "${config_to_args}" "${inference_config}")
+fi
+model_file_args=()
+[ -z "${inference_model}" ] || model_file_args=(--model_file "${lm_exp}/${inference_model}")
+decode() {  # decode TASK DATA_DIR OUT_DIR extra-args...: --inference_nj jobs, merged into OUT_DIR
+  local task=$1 data=$2 dir=$3 jobs; shift 3
   if [ -f "${dir}/.done" ]; then log "${dir} is complete; skipping"; return; fi
-  run_logged "${dir}/decode.log" python -m espnet2_almtok.bin.lm_inference --model_dir "${lm_exp}" \
-    --data_dir "${data}" --task "${task}" --output_dir "${dir}" --ngpu "${ngpu}" "$@"
+  if [ -n "${inference_model}" ] && [ ! -e "${lm_exp}/${inference_model}" ]; then
+    die "--inference_model ${inference_model}: ${lm_exp}/${inference_model} not found ($(cd "${lm_exp}" 2>/dev/null && ls -- *.pth 2>/dev/null | tr '\n' ' '))"
+  fi
+  mkdir -p "${dir}/logdir"
+  awk -v t="${task}" '$2 == t { sub(/^[^-]*-/, "", $1); print $1 }' "${data}/task" | sort > "${dir}/keys"
+  jobs=$(split_keys "${dir}/keys" "${dir}" "${inference_nj}")
+  ${_cmd} --gpu "${_ngpu}" JOB=1:"${jobs}" "${dir}/logdir/decode.JOB.log" python -m espnet2_almtok.bin.lm_inference \
+    --model_dir "${lm_exp}" "${model_file_args[@]}" --data_dir "${data}" --task "${task}" \
+    --key_file "${dir}/split${jobs}/keys.JOB" --output_dir "${dir}/split${jobs}/out.JOB" --ngpu "${_ngpu}" \
+    "${inf_args[@]}" "$@" || die "decoding failed; see ${dir}/logdir/"
+  merge_outputs "${dir}" "${jobs}" ref text score codes/codes.scp wav/wav.scp
+  touch "${dir}/.done"
 }
 
-if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
+if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ] && [ "${skip_eval}" = false ]; then
   log "Stage 5: decoding (${tasks}) on ${test_sets}"
   for s in ${test_sets}; do
     for t in ${tasks}; do
@@ -145,7 +242,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ]; then
   done
 fi
 
-if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ] && [ "${tts_asr}" = true ]; then
+if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ] && [ "${skip_eval}" = false ] && [ "${tts_asr}" = true ]; then
   log "Stage 6: TTS round trip (synthesis -> ${codec_tag} tokens -> the LM's ASR)"
   for s in ${test_sets}; do
     dir=${lm_exp}/decode_tts_${s}
@@ -153,17 +250,18 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ] && [ "${tts_asr}" = true ]; the
     rt=${dir}/roundtrip
     mkdir -p "${rt}/audio"
     cp "${dir}/wav/wav.scp" "${rt}/audio/wav.scp"; cp "${dir}/ref" "${rt}/audio/text"
-    run_logged "${rt}/tokenize.log" python -m espnet2_almtok.bin.codec_inference --model_dir "${codec_model}" \
-      --data_path_and_name_and_type "${rt}/audio/wav.scp,audio,sound" --output_dir "${rt}/codes" \
-      --window "${window}" --encode_only --ngpu "${ngpu}"
-    run_logged "${rt}/data.log" python -m espnet2_almtok.recipe.lm_data build --audio_dir "${rt}/audio" \
-      --codes_dir "${rt}/codes/codes" --bpemodel "${lm_data}/bpe/bpe.model" --tasks asr --out "${rt}/data"
+    ${_cmd} --gpu "${_ngpu}" "${rt}/tokenize.log" python -m espnet2_almtok.bin.codec_inference \
+      --model_dir "${codec_model}" --data_path_and_name_and_type "${rt}/audio/wav.scp,audio,sound" \
+      --output_dir "${rt}/codes" --window "${window}" --encode_only --ngpu "${_ngpu}" || die "failed; see ${rt}/tokenize.log"
+    ${decode_cmd} "${rt}/data.log" python -m espnet2_almtok.recipe.lm_data build --audio_dir "${rt}/audio" \
+      --codes_dir "${rt}/codes/codes" --bpemodel "${lm_data}/bpe/bpe.model" --tasks asr --out "${rt}/data" \
+      || die "failed; see ${rt}/data.log"
     # shellcheck disable=SC2086
     decode asr "${rt}/data" "${rt}/decode_asr" ${asr_decode_args}
   done
 fi
 
-if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
+if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ] && [ "${skip_eval}" = false ]; then
   log "Stage 7: scoring"
   rate=""; [ "${codec_type}" != almtok ] || rate=", w=${window}"
   summary="# ${tag}\n\ncodec: ${codec_model} (${codec_type}${rate}); LM config: ${lm_config}, layout ${layout} ${lm_args}\n"
@@ -172,15 +270,16 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ]; then
       dir=${lm_exp}/decode_${t}_${s}
       [ -f "${dir}/.done" ] || continue
       case ${t} in
-        asr|caption) run_logged "${dir}/scores.log" python -m espnet2_almtok.recipe.lm_score "${t}" \
-                       --ref "${dir}/ref" --hyp "${dir}/text" --out_dir "${dir}/scores" --title "${s}" ;;
+        asr|caption) ${decode_cmd} "${dir}/scores.log" python -m espnet2_almtok.recipe.lm_score "${t}" \
+                       --ref "${dir}/ref" --hyp "${dir}/text" --out_dir "${dir}/scores" --title "${s}" \
+                       || die "scoring failed; see ${dir}/scores.log" ;;
         tts)
           rt=(); lang=()
           [ -f "${dir}/roundtrip/decode_asr/.done" ] && rt=(--asr_ref "${dir}/ref" --asr_hyp "${dir}/roundtrip/decode_asr/text")
           [ -f "${audio_dump}/${s}/utt2lang" ] && lang=(--utt2lang "${audio_dump}/${s}/utt2lang")
-          run_logged "${dir}/scores.log" python -m espnet2_almtok.recipe.lm_score tts \
+          ${decode_cmd} "${dir}/scores.log" python -m espnet2_almtok.recipe.lm_score tts \
             --ref_scp "${audio_dump}/${s}/wav.scp" --hyp_scp "${dir}/wav/wav.scp" "${rt[@]}" --text "${dir}/ref" "${lang[@]}" \
-            --out_dir "${dir}/scores" --title "${s}" ;;
+            --out_dir "${dir}/scores" --title "${s}" || die "scoring failed; see ${dir}/scores.log" ;;
       esac
       summary+="\n## ${t} (${s})\n\n$(cat "${dir}/scores/result.md")\n"
     done

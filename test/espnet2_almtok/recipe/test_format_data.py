@@ -63,3 +63,113 @@ def test_per_utterance_tables_are_carried_over_for_kept_utterances(tmp_path):
     assert (dst / "utt2lang").read_text() == "a-good en\n"
     assert (dst / "text.orig").read_text() == "a-good Hello!\n"
     assert (dst / "utt2category").read_text() == "a-good speech\n"
+
+
+# ---------------------------------------------------------------- Kaldi segments and piped wav.scp
+
+
+def make_recordings(tmp_path):
+    """``data`` with two recordings (2 s at 16 kHz, 1 s at 22.05 kHz stereo) and a ``segments`` file."""
+    src = tmp_path / "data"
+    src.mkdir()
+    rec1 = speechlike(2.0, seed=1).numpy()
+    rec2 = speechlike(1.0, sr=22050, seed=2).numpy()
+    soundfile.write(tmp_path / "rec1.wav", rec1, 16000)
+    soundfile.write(tmp_path / "rec2.wav", np.stack([rec2, rec2], 1), 22050)
+    (src / "wav.scp").write_text(f"rec1 {tmp_path}/rec1.wav\nrec2 {tmp_path}/rec2.wav\n")
+    (src / "segments").write_text("rec1-a rec1 0.00 0.50\nrec1-b rec1 0.50 1.75\nrec2-a rec2 0.25 -1\n")
+    (src / "text").write_text("rec1-a one\nrec1-b two\nrec2-a three\n")
+    return src, rec1
+
+
+def test_segments_cut_the_recordings(tmp_path):
+    src, rec1 = make_recordings(tmp_path)
+    dst = tmp_path / "dump"
+    assert format_dir(src, dst, 16000, 0.2, 30, "error") == 3
+    scp = dict(line.split() for line in (dst / "wav.scp").read_text().splitlines())
+    assert sorted(scp) == ["rec1-a", "rec1-b", "rec2-a"]
+    a, sr = soundfile.read(scp["rec1-a"])
+    b, _ = soundfile.read(scp["rec1-b"])
+    assert sr == 16000 and len(a) == 8000 and len(b) == 20000
+    np.testing.assert_allclose(b, rec1[8000:28000], atol=1e-4)  # PCM16 rounding only
+    c, _ = soundfile.read(scp["rec2-a"])
+    assert abs(len(c) - 12000) <= 1  # 0.25 s .. the end (-1) of a 1 s recording, resampled
+    assert (dst / "utt2num_samples").read_text().startswith("rec1-a 8000\nrec1-b 20000\n")
+    assert (dst / "text").read_text() == "rec1-a one\nrec1-b two\nrec2-a three\n"
+
+
+@pytest.mark.parametrize("line, reason", [
+    ("rec1 1.50 2.60", "out of range: the recording ends at 2.00 s"),   # ends 0.6 s past the end
+    ("rec1 2.10 2.30", "out of range"),                                   # starts after the end
+    ("rec1 1.00 0.80", "start must be >= 0 and below the end"),
+    ("rec9 0.00 1.00", "recording rec9, which has no wav.scp entry"),
+])
+def test_bad_segment_is_named(tmp_path, line, reason):
+    src, _ = make_recordings(tmp_path)
+    with open(src / "segments", "a") as f:
+        f.write(f"rec1-z {line}\n")
+    (src / "text").write_text((src / "text").read_text() + "rec1-z four\n")
+    with pytest.raises(AudioError, match=rf"utterance rec1-z: .*{reason}"):
+        format_dir(src, tmp_path / "dump", 16000, 0.1, 30, "error")
+    assert format_dir(src, tmp_path / "dump2", 16000, 0.1, 30, "drop") == 3
+    assert reason in (tmp_path / "dump2" / "bad_utts").read_text()
+
+
+def test_segment_ending_slightly_past_the_recording_is_cut_at_its_end(tmp_path):
+    src, rec1 = make_recordings(tmp_path)
+    (src / "segments").write_text("rec1-a rec1 1.50 2.30\n")  # 0.3 s past: Kaldi's tolerance is 0.5 s
+    (src / "text").write_text("rec1-a one\n")
+    format_dir(src, tmp_path / "dump", 16000, 0.1, 30, "error")
+    assert (tmp_path / "dump" / "utt2num_samples").read_text() == "rec1-a 8000\n"
+
+
+def test_malformed_segments_line_names_the_line(tmp_path):
+    src, _ = make_recordings(tmp_path)
+    (src / "segments").write_text("rec1-a rec1 0.0 0.5\nrec1-b rec1 zero 0.5\n")
+    with pytest.raises(ValueError, match=r"segments:2: expected 'utt recording start end'"):
+        format_dir(src, tmp_path / "dump", 16000, 0.1, 30, "drop")
+
+
+def test_piped_wav_scp_entries_run_as_commands(tmp_path):
+    src = tmp_path / "data"
+    src.mkdir()
+    wav = speechlike(1.0, seed=3).numpy()
+    soundfile.write(tmp_path / "a b.wav", wav, 16000)  # a space in the name: the command quotes it
+    (src / "wav.scp").write_text(f"u1 cat '{tmp_path}/a b.wav' |\n"
+                                 f"u2 cat {tmp_path}/missing.wav |\n"
+                                 f"u3 echo not audio |\n"
+                                 f"u4 true |\n")
+    dst = tmp_path / "dump"
+    assert format_dir(src, dst, 16000, 0.1, 30, "drop") == 1
+    out, sr = soundfile.read(dst / "data" / "u1.wav")
+    np.testing.assert_allclose(out, wav, atol=1e-4)
+    bad = dict(line.split(" ", 1) for line in (dst / "bad_utts").read_text().splitlines())
+    assert "wav.scp command `cat" in bad["u2"] and "failed (exit code 1)" in bad["u2"] and "missing.wav" in bad["u2"]
+    assert "is not readable audio" in bad["u3"] and "no audio" in bad["u4"]
+    with pytest.raises(AudioError, match=r"utterance u2: wav.scp command .* failed"):
+        format_dir(src, tmp_path / "dump_err", 16000, 0.1, 30, "error")
+
+
+def test_piped_recording_with_segments(tmp_path):
+    src, rec1 = make_recordings(tmp_path)
+    (src / "wav.scp").write_text(f"rec1 cat {tmp_path}/rec1.wav |\nrec2 {tmp_path}/rec2.wav\n")
+    assert format_dir(src, tmp_path / "dump", 16000, 0.2, 30, "error") == 3
+    assert (tmp_path / "dump" / "utt2num_samples").read_text().startswith("rec1-a 8000\nrec1-b 20000\n")
+
+
+def test_parallel_jobs_and_merge_equal_one_run(tmp_path):
+    from espnet2_almtok.recipe.format_data import main, merge_jobs
+
+    src = make_dir(tmp_path)
+    one, par = tmp_path / "one", tmp_path / "par"
+    format_dir(src, one, 16000, 0.2, 30, "drop")
+    for job in (1, 2, 3):
+        main(["--in", str(src), "--out", str(par), "--fs", "16000", "--min_dur", "0.2", "--max_dur", "30",
+              "--on_bad", "drop", "--nj", "3", "--job", str(job)])
+    assert merge_jobs(src, par, 3) == 1
+    for name in ("text", "utt2num_samples", "bad_utts"):
+        assert (par / name).read_text() == (one / name).read_text(), name
+    assert (par / "wav.scp").read_text() == (one / "wav.scp").read_text().replace(str(one), str(par))
+    (par / "split3" / "2" / ".done").unlink()
+    with pytest.raises(FileNotFoundError, match="format job 2 of 3 did not finish"):
+        merge_jobs(src, par, 3)

@@ -84,3 +84,35 @@ def test_mini_an4_recipe_stages_1_to_8(tmp_path):
     run_recipe(recipe, "--corpus", "mini_an4", "--stop_stage", "8", "--test_sets", "test")
     assert (recipe / "data/test/text").read_text().startswith("fcaw-cen8-fcaw-b ELEVEN TWENTY SEVEN")
     check_decoding(recipe, "test")
+
+
+ESPNET_OPTIONS = ("nj", "inference_nj", "gpu_inference", "ngpu", "num_nodes", "expdir", "dumpdir", "inference_model",
+                  "inference_config", "skip_data_prep", "skip_train", "skip_eval", "skip_upload_hf", "cmd_backend")
+
+
+@pytest.mark.parametrize("name", ["codec1", "lm1"])
+def test_espnet_option_names_are_listed_and_unknown_ones_fail(tmp_path, name):
+    recipe = copy_recipe(tmp_path, name)
+    helptext = run_recipe(recipe, "--help").stdout
+    for option in ESPNET_OPTIONS:
+        assert f"--{option} (" in helptext, option
+    bad = run_recipe(recipe, "--decode_nj", "3", check=False)
+    assert bad.returncode != 0 and "invalid option --decode_nj" in bad.stderr
+
+
+def test_skip_flags_and_backend_checks(tmp_path):
+    recipe = copy_recipe(tmp_path, "codec1")
+    out = run_recipe(recipe, "--skip_data_prep", "true", "--skip_train", "true", "--skip_eval", "true",
+                     "--stop_stage", "8")
+    assert "Stage " not in out.stdout and "Successfully finished. [stages 1-8]" in out.stdout
+    assert not (recipe / "data").exists() and not (recipe / "dump").exists()
+    (tmp_path / "inf.yaml").write_text("batch_size: 2\nwindow: 8\n")
+    (recipe / "exp/codec_train_almtok_debug_stage2").mkdir(parents=True)
+    for args, message in [(("--skip_train", "maybe"), "--skip_train must be true or false"),
+                          (("--num_nodes", "2"), "--num_nodes 2 needs a cluster: add --cmd_backend slurm"),
+                          (("--cmd_backend", "pbs"), "unknown cmd_backend 'pbs'"),
+                          (("--skip_upload_hf", "false"), "no Hugging Face upload stage"),
+                          (("--stage", "7", "--inference_config", str(tmp_path / "inf.yaml")), "'window' is set by run.sh"),
+                          (("--stage", "7", "--inference_model", "1epoch.pth"), "--inference_model 1epoch.pth: exp/")]:
+        bad = run_recipe(recipe, *args, check=False)
+        assert bad.returncode != 0 and message in bad.stderr, (args, bad.stderr[-500:])
