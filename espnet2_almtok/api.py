@@ -6,24 +6,33 @@
     >>> wav_hat = tok.decode(codes, window=4)                   # FloatTensor (B, T_wav)
     >>> tok.token_rate(4), tok.bitrate(4), tok.sample_rate
 
+Long audio is encoded and decoded in Transformer windows of the training crop's length
+(``context_s``, see :mod:`espnet2_almtok.codec.chunking`): cost linear in length, clips within
+one context coded exactly as by a whole-clip pass. ``encode_source``/``decode_blocks`` stream a
+clip of any length with bounded memory. Only the generator's inference parts are built and
+loaded (no discriminator, no MAE/AR heads); ``dtype="bfloat16"``/``"float16"`` runs the
+networks under autocast (the codebook search stays float32).
+
 Input audio may be a file path, ``(T,)``, one multi-channel clip ``(C, T)`` / ``(T, C)``
 (``channels_first``; default: the shorter axis is channels), a batch ``(B, C, T)``, or a list of
 clips of unequal lengths; integer PCM is scaled; other rates are resampled, channels are averaged, the tail is zero-padded
 to a whole token, and padding never changes a clip's codes (batch == one-by-one).
 """
 
+import contextlib
 import math
 import pickle
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import yaml
 
 from espnet2_almtok.audio import AudioError, as_clips, resample, validate_waveform
+from espnet2_almtok.codec.chunking import DEFAULT_CONTEXT_S, ChunkingConfig
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -37,16 +46,25 @@ MODEL_FILE_CANDIDATES = (
 )
 
 
-def _find_model_file(exp_dir: Path) -> Path:
+def choose_model_file(names: Sequence[str]) -> Optional[str]:
+    """The model file among ``names`` (file names in one directory), by
+    :data:`MODEL_FILE_CANDIDATES`, then the highest ``<N>epoch.pth``; None if there is none."""
+    names = set(names)
     for name in MODEL_FILE_CANDIDATES:
-        if (exp_dir / name).exists():
-            return exp_dir / name
-    epochs = sorted(exp_dir.glob("*epoch.pth"), key=lambda p: int(p.name.split("epoch")[0]))
-    if epochs:
-        return epochs[-1]
-    raise FileNotFoundError(
-        f"no model file in {exp_dir}: looked for {', '.join(MODEL_FILE_CANDIDATES)} and "
-        "N epoch.pth; pass model_file= explicitly or train the model first")
+        if name in names:
+            return name
+    epochs = sorted((n for n in names if n.endswith("epoch.pth") and n.split("epoch")[0].isdigit()),
+                    key=lambda n: int(n.split("epoch")[0]))
+    return epochs[-1] if epochs else None
+
+
+def _find_model_file(exp_dir: Path) -> Path:
+    name = choose_model_file([p.name for p in exp_dir.iterdir() if p.is_file()]) if exp_dir.is_dir() else None
+    if name is None:
+        raise FileNotFoundError(
+            f"no model file in {exp_dir}: looked for {', '.join(MODEL_FILE_CANDIDATES)} and "
+            "N epoch.pth; pass model_file= explicitly or train the model first")
+    return exp_dir / name
 
 
 def _find_config(exp_dir: Path) -> Path:
@@ -69,18 +87,24 @@ def _read_config(config: Union[str, Path]) -> dict:
     return conf
 
 
-def load_state_dict(model_file: Union[str, Path]) -> dict:
+def load_state_dict(model_file: Union[str, Path], mmap: bool = False) -> dict:
     """The weights of an ESPnet model file: a saved ``state_dict`` or a trainer checkpoint
     (``checkpoint.pth``: ``{"model": state_dict, "optimizers": ...}``).
 
     Read with ``torch.load(weights_only=True)``: tensors and plain containers only, so a
-    crafted file cannot run code. A file holding anything else is refused, naming it.
+    crafted file cannot run code. A file holding anything else is refused, naming it. With
+    ``mmap`` the tensors stay on disk until used (only the ones copied into a model are read).
     """
     model_file = Path(model_file)
     if not model_file.is_file():
         raise FileNotFoundError(f"model file {model_file} does not exist")
     try:
-        state = torch.load(model_file, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(model_file, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError:
+            if not mmap:
+                raise
+            state = torch.load(model_file, map_location="cpu", weights_only=True)  # legacy format
     except pickle.UnpicklingError as e:
         raise ValueError(
             f"{model_file} holds objects other than tensors and plain containers, so it is not loaded "
@@ -95,65 +119,166 @@ def load_state_dict(model_file: Union[str, Path]) -> dict:
     return state
 
 
+def generator_state(state: dict, model_file: Union[str, Path]) -> dict:
+    """The generator's inference weights in a state dict: keys ``codec.generator.*`` (an ESPnet
+    model file), ``generator.*`` (a codec's) or a bare generator's; the discriminator and the
+    training-only heads are left out. A file without generator weights is refused, naming it."""
+    from espnet2_almtok.codec.generator import TRAINING_ONLY_PREFIXES
+
+    for prefix in ("codec.generator.", "generator.", ""):
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if "query_token" in sub:
+            return {k: v for k, v in sub.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
+    examples = ", ".join(sorted(state)[:3]) or "none"
+    raise ValueError(
+        f"{model_file} holds no ALMTokenizer generator weights (no 'codec.generator.*' keys; it has "
+        f"{len(state)} tensors, e.g. {examples}). Give the model file that training the codec wrote "
+        "(valid.mel_loss.best.pth, latest.pth, <N>epoch.pth, checkpoint.pth) or a packed model.")
+
+
+def inference_state_dict(model_file: Union[str, Path]) -> dict:
+    """What a packed model needs to ship: the generator's inference weights of ``model_file``,
+    with the ESPnet keys (``codec.generator.*``) that :meth:`ALMTokenizer.from_pretrained` reads."""
+    state = generator_state(load_state_dict(model_file, mmap=True), model_file)
+    return {f"codec.generator.{k}": v.clone() for k, v in state.items()}
+
+
+def _chunking_of(conf: dict, context_s: Optional[float], overlap_s: Optional[float],
+                 chunk_batch: int) -> ChunkingConfig:
+    """The context: ``context_s`` if given, else the config's training crop (``crop_length``
+    samples at its rate), else :data:`DEFAULT_CONTEXT_S`."""
+    if context_s is None:
+        crop = int(conf.get("crop_length") or 0)
+        fs = int((conf.get("codec_conf") or {}).get("sampling_rate", 16000))
+        context_s = crop / fs if crop > 0 else DEFAULT_CONTEXT_S
+    return ChunkingConfig(context_s=context_s, overlap_s=overlap_s, chunk_batch=chunk_batch)
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _as_dtype(dtype) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+
+
+@contextlib.contextmanager
+def _extracted(path: Path, model_file: Optional[Union[str, Path]]):
+    """-> (config.yaml, model file, the model file's name for messages) of an exp dir, or of a
+    packed zip extracted (those two files only) into a temporary directory that is removed when
+    the block ends, whatever happens."""
+    if not (path.is_file() and zipfile.is_zipfile(path)):
+        if path.is_file():
+            raise ValueError(f"{path} is a file but not a zip; give the exp dir (with config.yaml) instead")
+        weights = Path(model_file) if model_file else _find_model_file(path)
+        yield _find_config(path), weights, str(weights)
+        return
+    with zipfile.ZipFile(path) as zf, tempfile.TemporaryDirectory(prefix="almtok_") as tmp:
+        config, weights = _zip_members(zf, path, model_file)
+        yield Path(zf.extract(config, tmp)), Path(zf.extract(weights, tmp)), f"{path}:{weights}"
+
+
+def _zip_members(zf: zipfile.ZipFile, path: Path, model_file) -> tuple:
+    """Names of the config and the model file in a packed zip: ESPnet's pack format
+    (``meta.yaml`` listing ``yaml_files`` and ``files``) or the recipe's (``*/config.yaml`` with
+    the model file beside it)."""
+    names = zf.namelist()
+    meta = yaml.safe_load(zf.read("meta.yaml")) if "meta.yaml" in names else None
+    if isinstance(meta, dict) and isinstance(meta.get("yaml_files"), dict) and isinstance(meta.get("files"), dict):
+        configs = [v for v in meta["yaml_files"].values() if str(v) in names]
+        models = [v for v in meta["files"].values() if str(v).endswith(".pth") and str(v) in names]
+        if configs and models:
+            return str(configs[0]), str(model_file or models[0])
+    configs = sorted((n for n in names if n.rsplit("/", 1)[-1] == "config.yaml"), key=len)
+    if not configs:
+        raise FileNotFoundError(f"{path} holds no config.yaml; pack it with the recipe's stage 9")
+    root = configs[0][: -len("config.yaml")]
+    if model_file:
+        weights = root + str(model_file)
+        if weights not in names:
+            raise FileNotFoundError(f"{path} holds no {model_file} beside {configs[0]}")
+        return configs[0], weights
+    name = choose_model_file([n[len(root):] for n in names if n.startswith(root) and "/" not in n[len(root):]])
+    if name is None:
+        raise FileNotFoundError(f"{path} holds no model file beside {configs[0]} (looked for "
+                                f"{', '.join(MODEL_FILE_CANDIDATES)} and N epoch.pth)")
+    return configs[0], root + name
+
+
 class ALMTokenizer(torch.nn.Module):
-    """Audio <-> ALMTokenizer codes. Build with :meth:`from_pretrained` or :meth:`from_config`."""
+    """Audio <-> ALMTokenizer codes. Build with :meth:`from_pretrained` or :meth:`from_config`.
+
+    Holds the generator's inference parts only (:class:`ALMTokenizerGenerator` with
+    ``inference_only=True``). ``chunking`` sets the Transformer context for long audio;
+    ``dtype`` the precision of the networks (autocast; codebook search in float32).
+    """
 
     windowed = True  # the token rate is chosen per call by the query window w
 
-    def __init__(self, codec_conf: dict, source: str = "<config>"):
+    def __init__(self, codec_conf: dict, source: str = "<config>", chunking: Optional[ChunkingConfig] = None,
+                 dtype: Union[str, torch.dtype, None] = None):
         super().__init__()
-        from espnet2_almtok.codec.almtok import ALMTokenizerCodec
+        from espnet2_almtok.codec.generator import ALMTokenizerGenerator
 
-        self.codec = ALMTokenizerCodec(**codec_conf)
-        self.codec.eval()
+        params = dict(codec_conf.get("generator_params") or {})
+        params["sample_rate"] = int(codec_conf.get("sampling_rate", 16000))
+        self.generator = ALMTokenizerGenerator(**params, inference_only=True).eval()
+        self.chunking = chunking or ChunkingConfig()
+        self.dtype = _as_dtype(dtype)
         self.source = source
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_config(cls, config: Union[str, Path], use_priors: bool = True) -> "ALMTokenizer":
+    def from_config(cls, config: Union[str, Path], use_priors: bool = True, context_s: Optional[float] = None,
+                    overlap_s: Optional[float] = None, chunk_batch: int = 8, dtype=None) -> "ALMTokenizer":
         """An untrained tokenizer of a training config (tests, benchmarks, shape checks).
 
         ``use_priors=False`` ignores the config's ``codebook_init`` files (random codebooks).
+        ``context_s`` / ``overlap_s`` / ``chunk_batch``: see :class:`ChunkingConfig` (default
+        context: the config's training crop).
         """
         conf = _read_config(config)
         codec_conf = dict(conf.get("codec_conf") or {})
         if not use_priors:
             codec_conf["generator_params"] = {**codec_conf.get("generator_params", {}), "codebook_init": None}
-        return cls(codec_conf, source=str(config))
+        return cls(codec_conf, source=str(config), chunking=_chunking_of(conf, context_s, overlap_s, chunk_batch),
+                   dtype=dtype)
 
     @classmethod
     def from_pretrained(cls, path: Union[str, Path], model_file: Optional[Union[str, Path]] = None,
-                        device: Union[str, torch.device] = "cpu") -> "ALMTokenizer":
-        """Load a trained tokenizer from an ESPnet exp dir or a zip packed by the recipe."""
+                        device: Union[str, torch.device] = "cpu", context_s: Optional[float] = None,
+                        overlap_s: Optional[float] = None, chunk_batch: int = 8, dtype=None) -> "ALMTokenizer":
+        """Load a trained tokenizer from an ESPnet exp dir or a packed zip (the recipe's or
+        ESPnet's pack format). Only the generator's inference weights are read (memory-mapped:
+        the discriminator's and the training heads' tensors are never loaded); a packed zip is
+        read through a temporary directory that is gone when this returns."""
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist; give an exp dir or a packed .zip")
-        if path.is_file() and zipfile.is_zipfile(path):
-            tmp = Path(tempfile.mkdtemp(prefix="almtok_"))
-            with zipfile.ZipFile(path) as zf:
-                zf.extractall(tmp)
-            roots = [p.parent for p in tmp.rglob("config.yaml")]
-            if not roots:
-                raise FileNotFoundError(f"{path} holds no config.yaml; pack it with the recipe's stage 9")
-            path = roots[0]
-        elif path.is_file():
-            raise ValueError(f"{path} is a file but not a zip; give the exp dir (with config.yaml) instead")
-        config = _find_config(path)
-        model_file = Path(model_file) if model_file else _find_model_file(path)
-        conf = _read_config(config)
-        codec_conf = dict(conf.get("codec_conf") or {})
-        # The codebooks are in the weights: the prior .npy files are not needed (nor shipped).
-        codec_conf["generator_params"] = {**codec_conf.get("generator_params", {}), "codebook_init": None}
-        tok = cls(codec_conf, source=str(path))
-        tok.load_weights(model_file)
+        with _extracted(path, model_file) as (config, weights, shown):
+            conf = _read_config(config)
+            codec_conf = dict(conf.get("codec_conf") or {})
+            # The codebooks are in the weights: the prior .npy files are not needed (nor shipped).
+            codec_conf["generator_params"] = {**codec_conf.get("generator_params", {}), "codebook_init": None}
+            tok = cls(codec_conf, source=str(path), chunking=_chunking_of(conf, context_s, overlap_s, chunk_batch),
+                      dtype=dtype)
+            try:
+                tok.load_weights(weights)
+            except ValueError as e:  # name the file as the user knows it, not its temporary copy
+                raise ValueError(str(e).replace(str(weights), shown)) from None
         return tok.to(device)
 
     def load_weights(self, model_file: Union[str, Path]) -> None:
-        """Load an ESPnet model state dict (``codec.*`` keys) or a trainer checkpoint."""
-        state = load_state_dict(model_file)
-        state = {k[len("codec."):] if k.startswith("codec.") else k: v for k, v in state.items()}
+        """Load the generator's inference weights from an ESPnet model state dict
+        (``codec.generator.*`` keys) or a trainer checkpoint; other keys are not read."""
+        state = generator_state(load_state_dict(model_file, mmap=True), model_file)
         try:
-            self.codec.load_state_dict(state, strict=True)
+            self.generator.load_state_dict(state, strict=True)
         except RuntimeError as e:
             first = str(e).strip().splitlines()
             raise ValueError(
@@ -162,10 +287,6 @@ class ALMTokenizer(torch.nn.Module):
                 f"next to that checkpoint. Details: {' '.join(first[:3])[:600]}") from e
 
     # ------------------------------------------------------------------ properties
-    @property
-    def generator(self):
-        return self.codec.generator
-
     @property
     def sample_rate(self) -> int:
         return self.generator.sample_rate
@@ -186,6 +307,11 @@ class ALMTokenizer(torch.nn.Module):
     def device(self) -> torch.device:
         return self.generator.query_token.device
 
+    @property
+    def num_parameters(self) -> int:
+        """Parameters held (the generator's inference parts)."""
+        return sum(p.numel() for p in self.parameters())
+
     def check_window(self, window: int) -> int:
         """``window`` if the model was trained for it, else a ValueError listing the trained ones."""
         return self.generator.check_window(window)
@@ -197,6 +323,17 @@ class ALMTokenizer(torch.nn.Module):
     def bitrate(self, window: int) -> float:
         """Bits per second: ``token_rate * n_q * log2(codebook_size)``."""
         return self.token_rate(window) * self.n_q * math.log2(self.codebook_size)
+
+    def set_context(self, context_s: float, overlap_s: Optional[float] = None) -> None:
+        """Transformer context (seconds) for long audio; see :class:`ChunkingConfig`."""
+        self.chunking = ChunkingConfig(context_s=context_s, overlap_s=overlap_s,
+                                       chunk_batch=self.chunking.chunk_batch, crossfade=self.chunking.crossfade)
+
+    def _autocast(self):
+        """Autocast to :attr:`dtype` (a no-op for float32)."""
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
 
     def num_tokens(self, num_samples: int, window: int) -> int:
         """Tokens for a clip of ``num_samples`` samples at :attr:`sample_rate`."""
@@ -233,7 +370,9 @@ class ALMTokenizer(torch.nn.Module):
         """
         window = self.generator.check_window(window)
         batch, lengths = self._prepare(wav, sample_rate, channels_first)
-        codes = self.generator.encode(batch, window, lengths=lengths if len(lengths) > 1 else None, n_q=n_q)
+        with self._autocast():
+            codes = self.generator.encode(batch, window, lengths=lengths if len(lengths) > 1 else None, n_q=n_q,
+                                          chunking=self.chunking)
         if return_lengths:
             unit = self.generator.hop_length * window
             return codes, (lengths + unit - 1) // unit
@@ -242,9 +381,47 @@ class ALMTokenizer(torch.nn.Module):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, window: int = 4) -> torch.Tensor:
         """Codes ``(B, n_q', N)`` or ``(n_q', N)`` -> waveform ``(B, N * w * hop)`` at :attr:`sample_rate`."""
+        codes = self._as_codes(codes)
+        with self._autocast():
+            return self.generator.decode(codes, window, chunking=self.chunking).squeeze(1).float()  # views, no copy
+
+    def _as_codes(self, codes) -> torch.Tensor:
         codes = torch.as_tensor(codes)
         if codes.dim() == 2:
             codes = codes.unsqueeze(0)
         if codes.dtype.is_floating_point:
             raise ValueError(f"codes must be integers, got {codes.dtype}")
-        return self.generator.decode(codes.long().to(self.device), window).squeeze(1)
+        codes = codes.long().to(self.device)
+        self.generator.quantizer.check_codes(codes)
+        return codes
+
+    # ------------------------------------------------------------------ streaming (one clip)
+    @torch.no_grad()
+    def encode_source(self, source, window: int = 4, n_q: Optional[int] = None) -> torch.Tensor:
+        """One clip of any length, read by sample range from ``source`` (a
+        :class:`~espnet2_almtok.codec.streaming.SampleSource` at :attr:`sample_rate`, e.g.
+        :class:`~espnet2_almtok.codec.sources.SoundFileSource`) -> codes ``(n_q, N)``.
+        Memory is bounded by the context; the codes equal :meth:`encode` of the whole clip."""
+        from espnet2_almtok.codec.streaming import encode_long
+
+        window = self.generator.check_window(window)
+        n_q = self.generator.quantizer.check_n_q(n_q)
+        rate = getattr(source, "sample_rate", self.sample_rate)
+        if rate != self.sample_rate:
+            raise AudioError(f"{getattr(source, 'name', 'source')}: {rate} Hz, but the model codes {self.sample_rate} Hz "
+                             f"audio; resample it first (e.g. `sox in.wav -r {self.sample_rate} out.wav`) or use encode()")
+        with self._autocast():
+            return encode_long(self.generator, source, window, self.chunking, n_q)
+
+    @torch.no_grad()
+    def decode_blocks(self, codes: torch.Tensor, window: int = 4) -> Iterator[torch.Tensor]:
+        """Codes ``(n_q', N)`` of one clip -> waveform blocks ``(samples,)`` (float32, on
+        :attr:`device`) that concatenate to :meth:`decode`'s ``N * w * hop`` samples."""
+        from espnet2_almtok.codec.streaming import decode_long
+
+        window = self.generator.check_window(window)
+        codes = self._as_codes(codes)
+        if codes.shape[0] != 1:
+            raise ValueError(f"decode_blocks takes the codes of one clip (n_q, N), got {tuple(codes.shape)}")
+        with self._autocast():
+            yield from decode_long(self.generator, codes[0], window, self.chunking)

@@ -9,6 +9,7 @@ Both kinds share the interface the LM recipe uses: ``encode``/``decode``, ``n_q`
 ``windowed`` (False for ESPnet codecs: their token rate is fixed, ``window`` is ignored).
 """
 
+import logging
 import math
 import zipfile
 from pathlib import Path
@@ -31,10 +32,18 @@ def codec_kind(path: Union[str, Path]) -> str:
 
 
 def load_codec_tokenizer(path: Union[str, Path], model_file: Optional[Union[str, Path]] = None,
-                         device: Union[str, torch.device] = "cpu"):
-    """ALMTokenizer for ``codec: almtok`` models, :class:`ESPnetCodecTokenizer` otherwise."""
+                         device: Union[str, torch.device] = "cpu", context_s: Optional[float] = None,
+                         overlap_s: Optional[float] = None, chunk_batch: int = 8, dtype: Optional[str] = None):
+    """ALMTokenizer for ``codec: almtok`` models, :class:`ESPnetCodecTokenizer` otherwise.
+
+    ``context_s``/``overlap_s``/``chunk_batch`` (long audio) and ``dtype`` (autocast) apply to
+    ALMTokenizer; ESPnet's convolutional codecs have no Transformer context and run in float32.
+    """
     if codec_kind(path) == "almtok":
-        return ALMTokenizer.from_pretrained(path, model_file, device=device)
+        return ALMTokenizer.from_pretrained(path, model_file, device=device, context_s=context_s,
+                                            overlap_s=overlap_s, chunk_batch=chunk_batch, dtype=dtype)
+    if dtype not in (None, "float32", torch.float32):
+        logging.warning(f"{path}: dtype {dtype} applies to ALMTokenizer only; this ESPnet codec runs in float32")
     return ESPnetCodecTokenizer.from_pretrained(path, model_file, device=device)
 
 

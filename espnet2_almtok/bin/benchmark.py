@@ -16,6 +16,15 @@ Training throughput is also measured for the tiny and paper ALMTokenizer configs
 Data: ``--train_scp``/``--test_scp`` (+ ``utt2spk`` beside them) default to the codec recipe's
 demo dump (``egs2/almtok/codec1/dump/raw/{train,test}``; run ``run.sh --stop_stage 2`` first).
 ``--quick`` uses synthetic clips when that dump is absent, untrained models and one repeat.
+
+Speed mode (``--speed``; :mod:`espnet2_almtok.bench.speed`) writes ``speed.json`` and
+``speed.md`` instead: encode / decode time and peak memory at 1 s, 10 s, 60 s and 10 min for
+the paper-size ALMTokenizer (generator only, long audio in windows of its training crop) and
+ESPnet's SoundStream, Encodec and DAC at their default sizes, plus batch throughput over many
+short files, each point in its own process::
+
+    python -m espnet2_almtok.bin.benchmark --speed --output_dir docs/benchmark            # CPU
+    python -m espnet2_almtok.bin.benchmark --speed --output_dir docs/benchmark/gpu --device cuda --dtype bfloat16
 """
 
 import argparse
@@ -25,6 +34,7 @@ import math
 import os
 import platform
 import random
+import sys
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -305,10 +315,48 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--train_seconds", type=float, default=1.0)
     p.add_argument("--lengths", type=float, nargs="+", default=[1, 5, 10, 30, 60])
     p.add_argument("--seed", type=int, default=0)
+    sp = p.add_argument_group("speed mode (--speed)")
+    sp.add_argument("--speed", action="store_true", help="write the speed table (speed.json, speed.md) only")
+    sp.add_argument("--speed_lengths", type=float, nargs="+", default=[1, 10, 60, 600], help="clip seconds")
+    sp.add_argument("--speed_window", type=int, default=4, help="ALMTokenizer's w (12.5 tokens/s at 4)")
+    sp.add_argument("--speed_repeats", type=int, default=3, help="timed repeats up to 60 s (1 beyond)")
+    sp.add_argument("--speed_files", type=int, default=64, help="short files for the throughput figure")
+    sp.add_argument("--speed_file_seconds", type=float, nargs=2, default=[1.0, 5.0], help="their length range")
+    sp.add_argument("--speed_batch", type=int, default=16, help="files per batch for the throughput figure")
+    sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="ALMTokenizer's precision (autocast); ESPnet's codecs run in float32")
+    sp.add_argument("--max_rss_gb", type=float, default=12.0,
+                    help="a measurement process using more memory is stopped and recorded as such")
+    sp.add_argument("--speed_timeout", type=float, default=3600.0, help="seconds per measurement process")
     return p
 
 
+def speed_main(args, argv: Sequence[str]) -> None:
+    """``--speed``: the speed table, written to ``speed.json`` and ``speed.md`` in --output_dir."""
+    import shlex
+
+    from espnet2_almtok.bench import speed
+
+    if args.quick:
+        args.speed_lengths, args.speed_repeats = [0.5, 1.5], 1
+        args.speed_files, args.speed_file_seconds, args.speed_batch = 4, [0.3, 0.6], 2
+    command = "python -m espnet2_almtok.bin.benchmark " + shlex.join(argv)
+    results = speed.run(args.quick, args.device, args.dtype, args.speed_lengths, args.speed_window,
+                        args.speed_repeats, args.threads, args.speed_files, args.speed_file_seconds,
+                        args.speed_batch, args.max_rss_gb, args.speed_timeout, systems=args.codecs,
+                        log=logging.info)
+    results["quick"] = args.quick
+    results["machine"] = machine_info(args)
+    results["command"] = command
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.output_dir / "speed.json", json.dumps(results, indent=2))
+    md = speed.markdown(results, results["machine"], command)
+    atomic_write_text(args.output_dir / "speed.md", md)
+    print(md)
+
+
 def main(argv: Sequence[str] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = get_parser().parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s (benchmark) %(levelname)s: %(message)s")
     import_quietly("espnet2_almtok.tasks.codec")
@@ -317,6 +365,8 @@ def main(argv: Sequence[str] = None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.speed:
+        return speed_main(args, argv)
     if args.quick:
         args.repeats, args.warmup, args.train_steps = 1, 0, 0
         args.clip_seconds, args.lengths, args.batch_size = 1.0, [1.0, 2.0], 2

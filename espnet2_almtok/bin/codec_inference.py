@@ -11,6 +11,12 @@ input length). ``--model_dir`` may hold an ALMTokenizer or any ESPnet codec trai
 ``ALMTokCodecTask`` (SoundStream/Encodec/DAC: fixed token rate, ``--window`` ignored).
 Outputs are written to temporary names and renamed when the job ends, and a
 ``.done`` marker makes a rerun skip a finished job.
+
+Long files: an ALMTokenizer codes audio longer than its context (``--context_seconds``,
+default the training crop) in Transformer windows, and a plain file at the model's rate that
+long is streamed from disk block by block (read, encoded, decoded and written without being
+held whole), so memory does not grow with the file's length. ``--dtype bfloat16|float16``
+runs the networks in half precision (GPU; bfloat16 also on CPU).
 """
 
 import argparse
@@ -45,6 +51,13 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=4, help="query window w: token rate = frame rate / w")
     p.add_argument("--batch_size", type=int, default=1, help="clips encoded together (padding-safe)")
     p.add_argument("--encode_only", action="store_true", help="write tokens only, no resynthesis")
+    p.add_argument("--context_seconds", type=float, default=None,
+                   help="ALMTokenizer: seconds one Transformer pass attends (default: the training crop)")
+    p.add_argument("--overlap_seconds", type=float, default=None,
+                   help="ALMTokenizer: context on each side of a window's kept tokens (default: context / 6)")
+    p.add_argument("--chunk_batch", type=int, default=8, help="ALMTokenizer: windows per Transformer pass")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="precision of the networks (autocast; the codebook search stays float32)")
     p.add_argument("--ngpu", type=int, default=0)
     p.add_argument("--log_level", default="INFO")
     return p
@@ -80,7 +93,8 @@ def job_signature(entries, args) -> str:
         "utterances": len(entries), "wav_scp_sha256": hashlib.sha256(listing.encode()).hexdigest(),
         "model": str(model.resolve()), "model_size": stat.st_size if stat else None,
         "model_mtime_ns": stat.st_mtime_ns if stat else None, "window": args.window,
-        "encode_only": bool(args.encode_only)}, indent=1) + "\n"
+        "encode_only": bool(args.encode_only), "context_seconds": args.context_seconds,
+        "overlap_seconds": args.overlap_seconds, "dtype": args.dtype}, indent=1) + "\n"
 
 
 def hold_lock(out: Path):
@@ -105,6 +119,77 @@ def load_clip(utt: str, spec: str):
                          "format stage (stage 2) to dump plain files")
     wav, sr = read_audio(spec, utt)
     return to_mono_tensor(wav, utt), sr
+
+
+def streamable(tok, spec: str, window) -> bool:
+    """Whether to stream ``spec`` from disk: an ALMTokenizer, a plain file soundfile reads at the
+    model's rate, and longer than one Transformer context (shorter clips are batched as usual)."""
+    if not getattr(tok, "windowed", False) or spec.endswith("|"):
+        return False
+    try:
+        info = soundfile.info(spec)
+    except Exception:  # not readable here: the batched path reports it, naming the utterance
+        return False
+    context = tok.chunking.groups(tok.generator.frame_rate, window)[0]
+    return info.samplerate == tok.sample_rate and tok.num_tokens(info.frames, window) > context
+
+
+class DecodeJob:
+    """Writes codes (and resynthesis) of utterances, batched in memory or streamed one by one."""
+
+    def __init__(self, tok, window, writer, tmp: Path, out: Path, encode_only: bool):
+        self.tok, self.window, self.writer = tok, window, writer
+        self.tmp, self.out, self.encode_only = tmp, out, encode_only
+        self.wav_scp, self.n_audio = [], 0.0
+
+    def _done(self, utt: str) -> Path:
+        path = self.out / "wav" / f"{utt}.wav"
+        self.wav_scp.append(f"{utt} {path.resolve()}\n")
+        return self.tmp / "wav" / f"{utt}.wav"
+
+    def batch(self, chunk) -> None:
+        """Clips loaded whole and encoded together (padding-safe), decoded one by one."""
+        if not chunk:
+            return
+        tok, window = self.tok, self.window
+        clips, rates = zip(*(load_clip(u, p) for u, p in chunk))
+        if len(set(rates)) != 1:
+            raise AudioError(f"utterances {[u for u, _ in chunk]} have different rates {rates}; "
+                             "use --batch_size 1 or resample in stage 2")
+        try:
+            codes, lengths = tok.encode(list(clips), rates[0], window, return_lengths=True)
+        except AudioError as e:
+            if len(chunk) == 1:
+                raise AudioError(f"{chunk[0][0]}: {e}") from e
+            raise
+        for i, (utt, _) in enumerate(chunk):
+            c = codes[i, :, : lengths[i]]
+            self.writer[utt] = flatten_codes(c.cpu().numpy())
+            self.n_audio += clips[i].numel() / rates[0]
+            if not self.encode_only:
+                n_out = round(clips[i].numel() * tok.sample_rate / rates[0])
+                wav = tok.decode(c.unsqueeze(0), window)[0, :n_out].cpu().numpy()
+                soundfile.write(self._done(utt), wav, tok.sample_rate, "PCM_16")
+
+    def stream(self, utt: str, spec: str) -> None:
+        """One long file read, coded and written block by block (memory bounded by the context)."""
+        from espnet2_almtok.codec.sources import SoundFileSource
+
+        tok = self.tok
+        with SoundFileSource(spec, utt) as src:
+            src.validate()
+            codes = tok.encode_source(src, self.window)  # (n_q, N)
+            n_samples = src.num_samples
+        self.writer[utt] = flatten_codes(codes.cpu().numpy())
+        self.n_audio += n_samples / tok.sample_rate
+        if self.encode_only:
+            return
+        left = n_samples
+        with soundfile.SoundFile(self._done(utt), "w", tok.sample_rate, 1, "PCM_16") as f:
+            for block in tok.decode_blocks(codes, self.window):
+                part = block[:left].cpu().numpy()
+                f.write(part)
+                left -= part.shape[0]
 
 
 def main(cmd=None):
@@ -133,7 +218,8 @@ def main(cmd=None):
     from espnet2_almtok.codec_tokenizer import load_codec_tokenizer
 
     device = "cuda" if args.ngpu > 0 else "cpu"
-    tok = load_codec_tokenizer(args.model_dir, args.model_file, device=device)
+    tok = load_codec_tokenizer(args.model_dir, args.model_file, device=device, context_s=args.context_seconds,
+                               overlap_s=args.overlap_seconds, chunk_batch=args.chunk_batch, dtype=args.dtype)
     window = tok.check_window(args.window) if tok.windowed else None
 
     tmp = out / "tmp"
@@ -141,34 +227,22 @@ def main(cmd=None):
     (tmp / "codes").mkdir(parents=True)
     if not args.encode_only:
         (tmp / "wav").mkdir()
-    wav_scp = []
-    n_audio = 0.0
     t0 = time.perf_counter()
     ark_spec = f"ark,scp:{tmp / 'codes' / 'codes.ark'},{tmp / 'codes' / 'codes.scp'}"
     with kaldiio.WriteHelper(ark_spec) as writer, torch.inference_mode():
+        job = DecodeJob(tok, window, writer, tmp, out, args.encode_only)
         for start in tqdm(range(0, len(entries), args.batch_size), desc=f"encode w={window}",
                           unit="batch", file=sys.stderr):
-            chunk = entries[start: start + args.batch_size]
-            clips, rates = zip(*(load_clip(u, p) for u, p in chunk))
-            if len(set(rates)) != 1:
-                raise AudioError(f"utterances {[u for u, _ in chunk]} have different rates {rates}; "
-                                 "use --batch_size 1 or resample in stage 2")
-            try:
-                codes, lengths = tok.encode(list(clips), rates[0], window, return_lengths=True)
-            except AudioError as e:
-                if len(chunk) == 1:
-                    raise AudioError(f"{chunk[0][0]}: {e}") from e
-                raise
-            for i, (utt, _) in enumerate(chunk):
-                c = codes[i, :, : lengths[i]]
-                writer[utt] = flatten_codes(c.cpu().numpy())
-                n_audio += clips[i].numel() / rates[0]
-                if not args.encode_only:
-                    n_out = round(clips[i].numel() * tok.sample_rate / rates[0])
-                    wav = tok.decode(c.unsqueeze(0), window)[0, :n_out].cpu().numpy()
-                    path = out / "wav" / f"{utt}.wav"
-                    soundfile.write(tmp / "wav" / f"{utt}.wav", wav, tok.sample_rate, "PCM_16")
-                    wav_scp.append(f"{utt} {path.resolve()}\n")
+            pending = []
+            for utt, spec in entries[start: start + args.batch_size]:
+                if streamable(tok, spec, window):
+                    job.batch(pending)
+                    pending = []
+                    job.stream(utt, spec)
+                else:
+                    pending.append((utt, spec))
+            job.batch(pending)
+    wav_scp, n_audio = job.wav_scp, job.n_audio
     elapsed = time.perf_counter() - t0
     logging.info(f"{len(entries)} utterances, {n_audio:.1f} s of audio in {elapsed:.1f} s "
                  f"(RTF {elapsed / max(n_audio, 1e-9):.3f})")

@@ -37,6 +37,7 @@ from espnet2.gan_tts.hifigan.loss import (
 from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.utils.get_default_kwargs import get_default_kwargs
 
+from espnet2_almtok.codec.chunking import ChunkingConfig
 from espnet2_almtok.codec.generator import ALMTokenizerGenerator
 from espnet2_almtok.codec.stft_loss import MultiResolutionSTFTLoss
 
@@ -58,7 +59,8 @@ DEFAULT_DISCRIMINATOR = {
 }
 
 
-DEFAULT_GENERATOR = {k: v for k, v in get_default_kwargs(ALMTokenizerGenerator).items() if k != "sample_rate"}
+DEFAULT_GENERATOR = {k: v for k, v in get_default_kwargs(ALMTokenizerGenerator).items()
+                     if k not in ("sample_rate", "inference_only")}
 DEFAULT_ADV_LOSS = {"average_by_discriminators": False, "loss_type": "mse"}
 DEFAULT_FEAT_MATCH = {"average_by_discriminators": False, "average_by_layers": False,
                       "include_final_outputs": True}
@@ -225,18 +227,21 @@ class ALMTokenizerCodec(AbsGANCodec):
         return {"loss": loss, "stats": stats, "weight": weight, "optim_idx": 1}
 
     # ------------------------------------------------------------------------- inference
-    def encode(self, x: torch.Tensor, window: Optional[int] = None, **kwargs) -> torch.Tensor:
-        """``x`` ``(B, 1, T_wav)`` -> codes ``(n_q, B, N)`` (ESPnet's stream-first layout)."""
+    def encode(self, x: torch.Tensor, window: Optional[int] = None,
+               chunking: Optional[ChunkingConfig] = None, **kwargs) -> torch.Tensor:
+        """``x`` ``(B, 1, T_wav)`` -> codes ``(n_q, B, N)`` (ESPnet's stream-first layout);
+        ``chunking``: Transformer windows for long audio (default: one pass over the clip)."""
         if x.dim() == 1:
             x = x.view(1, 1, -1)
         elif x.dim() == 2:
             x = x.unsqueeze(1)
-        codes = self.generator.encode(x, window or self.inference_window)
+        codes = self.generator.encode(x, window or self.inference_window, chunking=chunking)
         return codes.transpose(0, 1)
 
-    def decode(self, x: torch.Tensor, window: Optional[int] = None, **kwargs) -> torch.Tensor:
+    def decode(self, x: torch.Tensor, window: Optional[int] = None,
+               chunking: Optional[ChunkingConfig] = None, **kwargs) -> torch.Tensor:
         """codes ``(n_q, B, N)`` -> waveform ``(B, 1, N * w * hop_length)``."""
-        return self.generator.decode(x.transpose(0, 1), window or self.inference_window)
+        return self.generator.decode(x.transpose(0, 1), window or self.inference_window, chunking=chunking)
 
     def inference(self, x: torch.Tensor, window: Optional[int] = None, **kwargs) -> Dict[str, torch.Tensor]:
         """``x`` ``(T_wav,)`` -> ``{"wav": (T_wav,), "codec": (n_q, 1, N)}``."""

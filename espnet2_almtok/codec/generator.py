@@ -10,6 +10,7 @@ import torch
 import torchaudio
 from torch import nn
 
+from espnet2_almtok.codec.chunking import ChunkingConfig
 from espnet2_almtok.codec.patchify import DePatchify, Patchify
 from espnet2_almtok.codec.quantizer import ResidualVQ
 from espnet2_almtok.codec.query import (
@@ -21,7 +22,13 @@ from espnet2_almtok.codec.query import (
     retrieve_queries,
 )
 from espnet2_almtok.codec.semantic_losses import ARHead, MAEHead, random_frame_mask
+from espnet2_almtok.codec.sources import TensorSource
+from espnet2_almtok.codec.streaming import (decode_long, downsampling_margin_frames, encode_long,
+                                            upsampling_margin_frames)
 from espnet2_almtok.codec.transformer import TransformerStack
+
+# Parameters and buffers that only training uses (the MAE and AR objectives).
+TRAINING_ONLY_PREFIXES = ("mae_mask_token", "mae_target.", "mae_head.", "ar_head.")
 
 
 class LogMelFrames(nn.Module):
@@ -61,6 +68,8 @@ class ALMTokenizerGenerator(nn.Module):
         ar_dim / ar_layers: the AR head's causal Transformer.
         pad_margin_frames: zero frames appended when encoding, so the conv front end sees the
             same context for a clip whether it is encoded alone or padded in a batch.
+        inference_only: build without the training-only parts (MAE mask token, MAE target and
+            head, AR head: :data:`TRAINING_ONLY_PREFIXES`); encode/decode work, training does not.
     """
 
     def __init__(
@@ -86,6 +95,7 @@ class ALMTokenizerGenerator(nn.Module):
         ar_dim: int = 256,
         ar_layers: int = 2,
         pad_margin_frames: int = 4,
+        inference_only: bool = False,
     ):
         super().__init__()
         windows = sorted(set(int(w) for w in windows))
@@ -97,20 +107,27 @@ class ALMTokenizerGenerator(nn.Module):
         self.codebook_size = codebook_size
         self.mae_mask_ratio = mae_mask_ratio
         self.pad_margin_frames = pad_margin_frames
+        self.inference_only = inference_only
 
         self.patchify = Patchify(hidden_dim, patch_channels, patch_strides)
         self.hop_length = self.patchify.hop_length
         self.query_token = nn.Parameter(torch.randn(hidden_dim) * 0.02)
-        self.mae_mask_token = nn.Parameter(torch.randn(hidden_dim) * 0.02)
+        mae_mask_token = torch.randn(hidden_dim) * 0.02  # drawn either way: the same weights follow
+        if not inference_only:
+            self.mae_mask_token = nn.Parameter(mae_mask_token)
         self.encoder = TransformerStack(hidden_dim, encoder_layers, num_heads, ff_mult, dropout)
         self.quantizer = ResidualVQ(hidden_dim, codebook_dim, codebook_size, n_q,
                                     codebook_init, codebook_frozen)
         self.decoder_mask_token = nn.Parameter(torch.randn(hidden_dim) * 0.02)
         self.decoder = TransformerStack(hidden_dim, decoder_layers, num_heads, ff_mult, dropout)
         self.depatchify = DePatchify(hidden_dim, patch_channels, tuple(reversed(patch_strides)))
-        self.mae_target = LogMelFrames(sample_rate, self.hop_length, n_mels)
-        self.mae_head = MAEHead(hidden_dim, n_mels, mae_layers, num_heads)
-        self.ar_head = ARHead(codebook_dim, n_q, ar_dim, ar_layers, max(1, ar_dim // 64))
+        # frames of context that make blockwise conv passes equal whole-clip ones (long audio)
+        self.patchify_margin = downsampling_margin_frames(self.patchify, self.hop_length)
+        self.depatchify_margin = upsampling_margin_frames(self.depatchify)
+        if not inference_only:
+            self.mae_target = LogMelFrames(sample_rate, self.hop_length, n_mels)
+            self.mae_head = MAEHead(hidden_dim, n_mels, mae_layers, num_heads)
+            self.ar_head = ARHead(codebook_dim, n_q, ar_dim, ar_layers, max(1, ar_dim // 64))
 
     # ----------------------------------------------------------------------------------------
     @property
@@ -184,6 +201,9 @@ class ALMTokenizerGenerator(nn.Module):
         ``mae_generator`` (or given as ``mae_mask`` ``(B, T)``, True = masked); without it the
         pass is the clean one that inference runs.
         """
+        if self.inference_only:
+            raise RuntimeError("this generator was built with inference_only=True (no MAE/AR heads) and "
+                               "cannot train; build it with inference_only=False")
         b, length = wav.shape[0], wav.shape[-1]
         if lengths is None:
             lengths = torch.full((b,), length, dtype=torch.long, device=wav.device)
@@ -214,16 +234,35 @@ class ALMTokenizerGenerator(nn.Module):
         ar = self.ar_head.loss(latents, token_mask) if use_ar else zero
         return dict(resyn=resyn, codes=codes, commit=commit, codebook=cb_loss, mae=mae, ar=ar)
 
+    def quantize(self, queries: torch.Tensor, n_q: Optional[int] = None) -> torch.Tensor:
+        """Query outputs ``(B, N, C)`` -> codes ``(B, n_q, N)``. The nearest-codebook search runs
+        in float32 even under autocast (bf16/fp16 inference), so precision only enters through
+        the encoder's output."""
+        with torch.autocast(queries.device.type, enabled=False):
+            return self.quantizer(queries.float(), n_q=n_q)[1]
+
+    def _context_tokens(self, chunking: Optional[ChunkingConfig], window: int) -> Optional[int]:
+        return None if chunking is None else chunking.groups(self.frame_rate, window)[0]
+
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, window: int, lengths: Optional[torch.Tensor] = None,
-               n_q: Optional[int] = None) -> torch.Tensor:
+               n_q: Optional[int] = None, chunking: Optional[ChunkingConfig] = None) -> torch.Tensor:
         """``wav`` ``(B, 1, T_wav)`` (zero-padded; ``lengths`` ``(B,)`` samples) -> codes ``(B, n_q, N)``.
 
         ``N = ceil(T_wav / (hop_length * w))``; with ``lengths`` the codes past a clip's own
-        ``ceil(length / (hop_length * w))`` tokens are padding (left as computed).
+        ``ceil(length / (hop_length * w))`` tokens are padding. With ``chunking``, a clip longer
+        than its context is encoded in Transformer windows of that context
+        (:mod:`espnet2_almtok.codec.streaming`; its padding codes are 0); clips within one
+        context take the whole-clip path, so their codes do not depend on ``chunking``.
         """
         window = self.check_window(window)
         n_q = self.quantizer.check_n_q(n_q)
+        context = self._context_tokens(chunking, window)
+        unit = self.hop_length * window
+        sizes = lengths if lengths is not None else torch.full((wav.shape[0],), wav.shape[-1])
+        tokens = (sizes.to("cpu", torch.long) + unit - 1) // unit
+        if context is not None and int(tokens.max()) > context:
+            return self._encode_long_batch(wav, window, sizes.to("cpu", torch.long), tokens, n_q, chunking)
         wav = self.pad_to_window(wav, window)
         n_frames = wav.shape[-1] // self.hop_length
         frames_len = None
@@ -231,10 +270,37 @@ class ALMTokenizerGenerator(nn.Module):
             frames_len = self.valid_counts(lengths, window)[1] * window
         frames = self.patchify_frames(wav, n_frames)
         queries, _ = self.encode_frames(frames, window, frames_len)
-        return self.quantizer(queries, n_q=n_q)[1]
+        return self.quantize(queries, n_q)
+
+    def _encode_long_batch(self, wav, window, sizes, tokens, n_q, chunking) -> torch.Tensor:
+        """A batch with clips beyond the context: those within it together on the whole-clip
+        path, each longer one alone in windows; so every clip's codes are its one-by-one codes."""
+        out = torch.zeros(wav.shape[0], n_q, int(tokens.max()), dtype=torch.long, device=wav.device)
+        context = self._context_tokens(chunking, window)
+        short = [i for i in range(wav.shape[0]) if tokens[i] <= context]
+        if short:
+            width = int(sizes[short].max())
+            codes = self.encode(wav[short, :, :width], window, lengths=sizes[short].to(wav.device), n_q=n_q)
+            out[short, :, : codes.shape[-1]] = codes
+        for i in range(wav.shape[0]):
+            if tokens[i] > context:
+                out[i, :, : int(tokens[i])] = encode_long(self, TensorSource(wav[i, 0, : int(sizes[i])]), window,
+                                                          chunking, n_q)
+        return out
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor, window: int) -> torch.Tensor:
-        """codes ``(B, n_q', N)`` -> waveform ``(B, 1, N * w * hop_length)``."""
+    def decode(self, codes: torch.Tensor, window: int, chunking: Optional[ChunkingConfig] = None) -> torch.Tensor:
+        """codes ``(B, n_q', N)`` -> waveform ``(B, 1, N * w * hop_length)``; with ``chunking``,
+        codes longer than its context are decoded in windows (see :meth:`encode`)."""
         window = self.check_window(window)
+        context = self._context_tokens(chunking, window)
+        if context is not None and codes.shape[-1] > context:
+            self.quantizer.check_codes(codes)
+            out = torch.empty(codes.shape[0], 1, codes.shape[-1] * window * self.hop_length, device=codes.device)
+            for i, c in enumerate(codes):
+                at = 0
+                for block in decode_long(self, c, window, chunking):  # no list of blocks: one copy of the output
+                    out[i, 0, at: at + block.numel()] = block
+                    at += block.numel()
+            return out
         return self.decode_latents(self.quantizer.decode(codes), window)

@@ -157,6 +157,12 @@ class ResidualVQ(nn.Module):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes ``(B, n_q', N)`` (``n_q' <= n_q``) -> quantized ``(B, N, C)``."""
+        self.check_codes(codes)
+        total = sum(layer.lookup(codes[:, i]) for i, layer in enumerate(self.layers[: codes.shape[1]]))
+        return self.project_out(total)
+
+    def check_codes(self, codes: torch.Tensor) -> None:
+        """Raise ValueError naming the problem unless ``codes`` is ``(B, n_q', N)`` in range."""
         if codes.dim() != 3:
             raise ValueError(f"codes must be (B, n_q, N), got shape {tuple(codes.shape)}")
         if codes.shape[1] > self.n_q:
@@ -167,5 +173,3 @@ class ResidualVQ(nn.Module):
             raise ValueError(
                 f"codes out of range [0, {self.codebook_size}): min={int(codes.min())}, "
                 f"max={int(codes.max())}; were they made by a model with another codebook size?")
-        total = sum(layer.lookup(codes[:, i]) for i, layer in enumerate(self.layers[: codes.shape[1]]))
-        return self.project_out(total)

@@ -93,7 +93,7 @@ def test_checkpoint_of_another_config_is_rejected(tmp_path, debug_config):
     other["codec_conf"] = {**conf["codec_conf"],
                            "generator_params": {**conf["codec_conf"]["generator_params"], "hidden_dim": 32}}
     small = ALMTokenizer(other["codec_conf"])
-    torch.save({"codec." + k: v for k, v in small.codec.state_dict().items()}, exp / "model.pth")
+    torch.save({"codec.generator." + k: v for k, v in small.generator.state_dict().items()}, exp / "model.pth")
     with open(exp / "config.yaml", "w") as f:
         yaml.safe_dump(conf, f)
     with pytest.raises(ValueError, match="trained with another config"):
@@ -106,7 +106,7 @@ def test_checkpoint_of_another_config_is_rejected(tmp_path, debug_config):
 def test_state_dict_round_trip_through_from_pretrained(tmp_path, debug_config, tokenizer):
     exp = tmp_path / "exp"
     exp.mkdir()
-    torch.save({"codec." + k: v for k, v in tokenizer.codec.state_dict().items()}, exp / "model.pth")
+    torch.save({"codec.generator." + k: v for k, v in tokenizer.generator.state_dict().items()}, exp / "model.pth")
     (exp / "config.yaml").write_text(open(debug_config).read())
     loaded = ALMTokenizer.from_pretrained(exp)
     wav = speechlike(0.6)
@@ -120,9 +120,8 @@ def test_paper_size_configs_build_and_code_at_the_paper_rates(config, fs):
     tok = ALMTokenizer.from_config(ROOT / "conf/tuning" / config)
     assert (tok.n_q, tok.codebook_size, tok.sample_rate) == (3, 2048, fs)
     assert tok.token_rate(4) == pytest.approx(12.5) and tok.bitrate(4) == pytest.approx(412.5)
-    gen = tok.codec.generator
-    n_params = sum(p.numel() for p in gen.parameters())
-    assert 100e6 < n_params < 120e6  # the README and the config state 109.9 M
+    gen = tok.generator
+    assert 89e6 < tok.num_parameters < 91e6  # the README: 90.2 M of the 109.9 M generator at inference
     codes = tok.encode(speechlike(1.0, sr=fs), fs, window=8)
     assert codes.shape == (1, 3, 7) and int(codes.max()) < 2048
     assert tok.decode(codes, window=8).shape == (1, 7 * 8 * gen.hop_length)
@@ -147,7 +146,7 @@ def test_a_crafted_model_file_is_refused_without_running_code(tmp_path, debug_co
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "config.yaml").write_text(open(debug_config).read())
-    state = {"codec." + k: v for k, v in tokenizer.codec.state_dict().items()}
+    state = {"codec.generator." + k: v for k, v in tokenizer.generator.state_dict().items()}
     torch.save({**state, "payload": _RunsCode(marker)}, exp / "model.pth")
     with pytest.raises(ValueError, match=r"model\.pth holds objects other than tensors.*latest\.pth"):
         ALMTokenizer.from_pretrained(exp)
@@ -191,3 +190,95 @@ def test_common_array_layouts_are_read_as_one_clip(tokenizer, tmp_path):
 def test_a_fractional_or_non_numeric_window_is_refused(tokenizer, window):
     with pytest.raises((ValueError, TypeError)):
         tokenizer.encode(speechlike(0.3), 16000, window=window)
+
+
+def full_codec_exp(tmp_path, debug_config):
+    """An exp dir as training leaves it: config.yaml and a model file of the whole GAN codec
+    (generator with its MAE/AR heads, and the discriminator)."""
+    from espnet2_almtok.codec.almtok import ALMTokenizerCodec
+
+    conf = yaml.safe_load(open(debug_config))
+    codec_conf = {**conf["codec_conf"],
+                  "generator_params": {**conf["codec_conf"]["generator_params"], "codebook_init": None}}
+    codec = ALMTokenizerCodec(**codec_conf).eval()
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "config.yaml").write_text(open(debug_config).read())
+    torch.save({"codec." + k: v for k, v in codec.state_dict().items()}, exp / "valid.mel_loss.best.pth")
+    return exp, codec
+
+
+def test_from_pretrained_holds_the_inference_generator_only_and_leaves_no_temp_dir(tmp_path, debug_config,
+                                                                                 monkeypatch):
+    import tempfile
+
+    from espnet2_almtok.recipe import pack
+
+    exp, codec = full_codec_exp(tmp_path, debug_config)
+    pack.main(["--exp_dir", str(exp), "--out", str(tmp_path / "packed.zip")])
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    wav = speechlike(0.45)
+    for source in (exp, tmp_path / "packed.zip"):
+        tok = ALMTokenizer.from_pretrained(source)
+        assert list(scratch.iterdir()) == []  # the zip's temporary directory is gone
+        names = {n for n, _ in tok.named_modules()} | {n for n, _ in tok.named_parameters()}
+        assert not any(("discriminator" in n or "mae" in n or "ar_head" in n) for n in names), names
+        used = sum(v.numel() for k, v in codec.generator.state_dict().items()
+                   if not k.startswith(("mae_", "ar_head")))
+        assert tok.num_parameters == used < sum(p.numel() for p in codec.generator.parameters())
+        assert torch.equal(tok.encode(wav, 16000), codec.generator.encode(wav.view(1, 1, -1), 4))
+    # a zip whose weights do not load leaves nothing behind either
+    broken = tmp_path / "broken.zip"
+    import zipfile
+
+    with zipfile.ZipFile(broken, "w") as zf:
+        zf.write(exp / "config.yaml", "almtok/config.yaml")
+        zf.writestr("almtok/model.pth", b"not a model")
+    with pytest.raises(ValueError, match=r"broken\.zip:almtok/model\.pth (is not a readable|holds objects)"):
+        ALMTokenizer.from_pretrained(broken)
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_zip_in_espnets_pack_format_loads(tmp_path, debug_config):
+    from espnet2.main_funcs.pack_funcs import pack
+
+    exp, codec = full_codec_exp(tmp_path, debug_config)
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        pack(files={"model_file": "exp/valid.mel_loss.best.pth"}, yaml_files={"train_config": "exp/config.yaml"},
+             outpath=tmp_path / "espnet.zip")
+    finally:
+        os.chdir(cwd)
+    tok = ALMTokenizer.from_pretrained(tmp_path / "espnet.zip")
+    wav = speechlike(0.3)
+    assert torch.equal(tok.encode(wav, 16000), codec.generator.encode(wav.view(1, 1, -1), 4))
+
+
+def test_a_model_file_without_generator_weights_is_refused_naming_it(tmp_path, debug_config):
+    exp, codec = full_codec_exp(tmp_path, debug_config)
+    torch.save({"codec.discriminator." + k: v for k, v in codec.discriminator.state_dict().items()},
+               exp / "valid.mel_loss.best.pth")
+    with pytest.raises(ValueError, match=r"valid\.mel_loss\.best\.pth holds no ALMTokenizer generator weights"):
+        ALMTokenizer.from_pretrained(exp)
+
+
+def test_bfloat16_runs_the_networks_in_half_precision_and_the_codebook_search_in_float32(debug_config):
+    tok = ALMTokenizer.from_config(debug_config, dtype="bfloat16")
+    seen = {}
+    tok.generator.encoder.register_forward_hook(lambda m, a, out: seen.update(encoder=out.dtype) and None)
+    tok.generator.quantizer.project_in.register_forward_pre_hook(lambda m, a: seen.update(vq=a[0].dtype) and None)
+    wav = speechlike(2.0)
+    codes = tok.encode(wav, 16000, window=4)
+    assert seen == {"encoder": torch.bfloat16, "vq": torch.float32}
+    out = tok.decode(codes, window=4)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    ref = ALMTokenizer.from_config(debug_config)
+    ref.load_state_dict(tok.state_dict())
+    assert codes.shape == ref.encode(wav, 16000, window=4).shape
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        ALMTokenizer.from_config(debug_config, dtype="int8")

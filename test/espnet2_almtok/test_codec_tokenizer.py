@@ -47,7 +47,7 @@ def test_almtok_exp_loads_as_almtokenizer(tmp_path, debug_config):
 
     shutil.copy(debug_config, tmp_path / "config.yaml")
     ref = ALMTokenizer.from_config(debug_config, use_priors=False)
-    torch.save({f"codec.{k}": v for k, v in ref.codec.state_dict().items()}, tmp_path / "model.pth")
+    torch.save({f"codec.generator.{k}": v for k, v in ref.generator.state_dict().items()}, tmp_path / "model.pth")
     tok = load_codec_tokenizer(tmp_path)
     assert isinstance(tok, ALMTokenizer) and tok.windowed and tok.check_window(4) == 4
     assert torch.equal(tok.encode(speechlike(0.5), 16000, 4), ref.encode(speechlike(0.5), 16000, 4))

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from espnet2_almtok.bin import benchmark
 
 
@@ -32,3 +34,47 @@ def test_quick_benchmark_writes_every_field(tmp_path):
     assert res["codecs"]["dac"]["speed"]["n_q=8"]["bitrate"] == 4000
     configs = [t["config"] for t in res["training"]]
     assert any("train_almtok_paper" in c for c in configs) and any("train_almtok_debug" in c for c in configs)
+
+
+def run_quick_speed(tmp_path, *extra):
+    out = tmp_path / "speed"
+    benchmark.main(["--speed", "--quick", *extra, "--output_dir", str(out)])
+    return json.loads((out / "speed.json").read_text()), (out / "speed.md").read_text()
+
+
+def check_systems(res, names):
+    assert set(res["systems"]) == set(names)
+    for name, r in res["systems"].items():
+        assert r["params"] > 0 and [p["seconds"] for p in r["points"]] == [0.5, 1.5]
+        for p in r["points"]:
+            assert p["encode_s"] > 0 and p["decode_s"] > 0 and p["peak_encode_mb"] >= 0, (name, p)
+        assert r["throughput"]["audio_s_per_wall_s"] > 0
+
+
+def test_quick_speed_table_of_almtok_in_bfloat16(tmp_path):
+    """--speed --quick: every point measured in its own process, the markdown names the command.
+    Nothing is timed here."""
+    res, md = run_quick_speed(tmp_path, "--codecs", "almtok", "--dtype", "bfloat16")
+    assert md.startswith("# Codec speed table (quick smoke run)")
+    assert "python -m espnet2_almtok.bin.benchmark --speed --quick --codecs almtok --dtype bfloat16" in md
+    check_systems(res, ["almtok"])
+    assert res["systems"]["almtok"]["dtype"] == "bfloat16"
+    assert all("peak_stream_mb" in p for p in res["systems"]["almtok"]["points"])
+    assert 0.0 <= res["codes_match_rate_vs_float32"]["rate"] <= 1.0
+
+
+@pytest.mark.slow
+def test_quick_speed_table_of_every_codec(tmp_path):
+    res, md = run_quick_speed(tmp_path)
+    check_systems(res, ["almtok", "soundstream", "encodec", "dac"])
+    assert set(res["goal"]["ratio_to_fastest_espnet"]) == {"0.5", "1.5"}
+    assert "| dac |" in md
+
+
+def test_a_measurement_that_outgrows_its_memory_limit_is_stopped_and_recorded():
+    from espnet2_almtok.bench import speed
+
+    task = {"name": "almtok", "spec": speed.system_specs(True)["almtok"], "device": "cpu", "dtype": "float32",
+            "window": 4, "threads": 1, "what": "point", "seconds": 0.5, "repeats": 1, "warmup": 0}
+    assert speed.run_in_child(task, max_rss_gb=0.01, timeout_s=600) == {
+        "error": "stopped: needed more than 0.01 GB of memory"}

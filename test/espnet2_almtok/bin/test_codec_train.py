@@ -64,7 +64,7 @@ def test_trainer_checkpoint_loads_through_from_pretrained(tmp_path, debug_config
     tok = ALMTokenizer.from_pretrained(exp)
     trained = torch.load(exp / "latest.pth", map_location="cpu")
     key = "codec.generator.query_token"
-    assert torch.equal(tok.codec.state_dict()["generator.query_token"], trained[key])
+    assert torch.equal(tok.generator.state_dict()["query_token"], trained[key])
     codes = tok.encode(speechlike(0.5), 16000, window=4)
     assert codes.shape == (1, 3, 7)
     assert tok.decode(codes, window=4).shape == (1, 7 * 4 * 320)
@@ -145,5 +145,5 @@ def test_ddp_two_processes_train_both_stages_and_resume(tmp_path, debug_config):
     tok2 = ALMTokenizer.from_pretrained(exp2, model_file=exp2 / "1epoch.pth")
     clip = speechlike(0.8, seed=9)
     assert torch.equal(tok1.encode(clip, 16000, window=4), tok2.encode(clip, 16000, window=4))
-    dec1, dec2 = tok1.codec.generator.decoder.state_dict(), tok2.codec.generator.decoder.state_dict()
+    dec1, dec2 = tok1.generator.decoder.state_dict(), tok2.generator.decoder.state_dict()
     assert any(not torch.equal(dec1[k], dec2[k]) for k in dec1)  # the decoder side did train

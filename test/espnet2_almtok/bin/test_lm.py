@@ -22,7 +22,7 @@ def make_codec_exp(path: Path) -> Path:
     shutil.copy(DEBUG_CONFIG, path / "config.yaml")
     torch.manual_seed(0)  # module fixtures run before the per-test seed
     tok = ALMTokenizer.from_config(DEBUG_CONFIG, use_priors=False)
-    torch.save({f"codec.{k}": v for k, v in tok.codec.state_dict().items()}, path / "model.pth")
+    torch.save({f"codec.generator.{k}": v for k, v in tok.generator.state_dict().items()}, path / "model.pth")
     return path
 
 
