@@ -234,18 +234,84 @@ def freeze_stage2(codec) -> List[str]:
     return prefixes
 
 
-def probe(cut, setting, train: List[Clip], test: List[Clip], args) -> Dict:
-    from espnet2_almtok.bench.probe import ProbeExample, train_probe
+def probe_codes(name: str, system: System, trained: Dict, data: Dict, args, priors):
+    """The trained system's tokens of the probe's utterances at its probe setting, cached in
+    ``work_dir/probe_codes/<name>.pt`` (plain tensors and strings: loaded with weights_only=True)."""
+    from espnet2_almtok.bench.probe import ProbeExample
 
-    def examples(clips):
-        out = []
-        for c in clips:
-            codes = cut.encode(c.wav.view(1, 1, -1), setting)  # ESPnet layout (n_q, 1, N)
-            out.append(ProbeExample(codes[: setting.n_q, 0].cpu(), c.text))
-        return out
+    cache = args.work_dir / "probe_codes" / f"{name}.pt"
+    key = {"model": trained["model"], "steps": trained["budget"]["steps"],
+           "train": [c.utt for c in data["probe_train"]], "test": [c.utt for c in data["probe_test"]]}
+    if cache.is_file():
+        saved = torch.load(cache, map_location="cpu", weights_only=True)
+        if saved["key"] == key:
+            return ([ProbeExample(c, t) for c, t in zip(saved["train_codes"], saved["train_text"])],
+                    [ProbeExample(c, t) for c, t in zip(saved["test_codes"], saved["test_text"])], saved["setting"])
+    cut = build(system, args, *priors)
+    cut.codec.load_state_dict(torch.load(trained["model"], map_location="cpu", weights_only=True))
+    cut.codec.eval()
+    setting = next((s for s in cut.settings if s.label == PROBE_SETTING.get(system.config)),
+                   min(cut.settings, key=lambda s: s.bitrate))
 
-    return train_probe(examples(train), examples(test), setting.frames_per_s, cut.codebook_size,
-                       epochs=args.probe_epochs, seed=args.seed)
+    def codes(clips):  # ESPnet layout (n_q, 1, N) -> (n_q, N)
+        with torch.no_grad():
+            return [cut.encode(c.wav.view(1, 1, -1), setting)[: setting.n_q, 0].cpu() for c in clips]
+
+    saved = {"key": key, "setting": {"label": setting.label, "bitrate": float(setting.bitrate),
+                                     "frames_per_s": float(setting.frames_per_s), "codebook_size": int(cut.codebook_size)},
+             "train_codes": codes(data["probe_train"]), "train_text": [c.text for c in data["probe_train"]],
+             "test_codes": codes(data["probe_test"]), "test_text": [c.text for c in data["probe_test"]]}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.stem + ".tmp.pt")
+    torch.save(saved, tmp)
+    os.replace(tmp, cache)
+    return probe_codes(name, system, trained, data, args, priors)
+
+
+def code_usage(codes: List[torch.Tensor], codebook_size: int) -> Dict:
+    """Per codebook of utterances' codes ``(n_q, N)``: distinct codes used and the perplexity
+    (exp of the entropy of code frequencies: 1 = one code everywhere, K = all K equally), and
+    the joint perplexity (their product): how many tokens' worth of choice a position carries."""
+    stacked = torch.cat(codes, dim=1)
+    layers = []
+    for q in range(stacked.shape[0]):
+        count = torch.bincount(stacked[q], minlength=codebook_size).double()
+        share = count[count > 0] / count.sum()
+        layers.append({"distinct": int((count > 0).sum()), "perplexity": float(torch.exp(-(share * share.log()).sum()))})
+    return {"positions": int(stacked.shape[1]), "layers": layers,
+            "joint_perplexity": float(np.prod([layer["perplexity"] for layer in layers]))}
+
+
+def untrained_usage(system: System, label: str, clips: List[Clip], args, priors) -> Dict:
+    """:func:`code_usage` of the untrained model (the trained run's initial weights) on ``clips``."""
+    cut = build(system, args, *priors)
+    cut.codec.eval()
+    setting = next(s for s in cut.settings if s.label == label)
+    with torch.no_grad():
+        codes = [cut.encode(c.wav.view(1, 1, -1), setting)[: setting.n_q, 0].cpu() for c in clips]
+    return code_usage(codes, int(cut.codebook_size))
+
+
+def probe_system(name: str, system: System, trained: Dict, data: Dict, args, priors) -> Dict:
+    """The CTC character probe on the trained system's frozen tokens (English train -> test
+    prompts), after their code usage. Tokens that carry almost no choice (joint perplexity under
+    ``--probe_min_perplexity``, e.g. a collapsed codebook emitting one code) say nothing a probe
+    could read: the record then gives the usage and why the probe did not run."""
+    from espnet2_almtok.bench.probe import train_probe
+
+    train, test, setting = probe_codes(name, system, trained, data, args, priors)
+    usage = code_usage([e.codes for e in train + test], setting["codebook_size"])
+    res = {"setting": setting["label"], "bitrate": setting["bitrate"], "code_usage": usage,
+           "untrained_code_usage": untrained_usage(system, setting["label"], data["probe_test"], args, priors)}
+    if usage["joint_perplexity"] < args.probe_min_perplexity:
+        res["skipped"] = (f"tokens nearly constant (joint perplexity {usage['joint_perplexity']:.2f} < "
+                          f"--probe_min_perplexity {args.probe_min_perplexity:g}; distinct codes per codebook "
+                          f"{[layer['distinct'] for layer in usage['layers']]}): nothing for a probe to read")
+        logging.info(f"{name}: probe skipped, {res['skipped']}")
+        return res
+    logging.info(f"{name}: CTC probe at {setting['label']} ({len(train)} train / {len(test)} test utts)")
+    return {**res, **train_probe(train, test, setting["frames_per_s"], setting["codebook_size"],
+                                 epochs=args.probe_epochs, seed=args.seed)}
 
 
 def train_system(name: str, system: System, data: Dict, args, priors) -> Dict:
@@ -285,7 +351,7 @@ def train_system(name: str, system: System, data: Dict, args, priors) -> Dict:
 
 
 def score_system(name: str, system: System, trained: Dict, data: Dict, judges: Judges, args, priors) -> Dict:
-    """Scores of a trained system (and of its untrained self), and the CTC probe on its tokens."""
+    """Judges' scores of a trained system's resynthesis (and of its untrained self)."""
     res = dict(trained, settings={})
     cut = build(system, args, *priors)  # same seed: the untrained weights of the trained run
     settings = settings_of(cut, system)
@@ -299,11 +365,6 @@ def score_system(name: str, system: System, trained: Dict, data: Dict, judges: J
         logging.info(f"{name}: scoring {s.label}")
         res["settings"][s.label] = {**s.as_dict(), **score_outputs(resynthesize(cut, s, data["test"]),
                                                                     data["test"], judges)}
-    p_setting = next((s for s in cut.settings if s.label == PROBE_SETTING.get(system.config)),
-                     min(cut.settings, key=lambda s: s.bitrate))
-    logging.info(f"{name}: CTC probe at {p_setting.label}")
-    res["probe"] = {"setting": p_setting.label, "bitrate": p_setting.bitrate,
-                    **probe(cut, p_setting, data["probe_train"], data["probe_test"], args)}
     return res
 
 
@@ -333,8 +394,8 @@ def markdown(results: Dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results["systems"].items():
         for label, s in r["settings"].items():
-            p = r["probe"]
-            probe = f"{p['cer']:.1f}" if p["setting"] == label else ""
+            p = r.get("probe")
+            probe = f"{p['cer']:.1f}" if p and "cer" in p and p["setting"] == label else ""
             lines.append(f"| {name} | {label} | {s['bitrate']:.0f} | {r['budget']['steps']} | {s['mel_distance']:.3f} | "
                          f"{s['stft_distance']:.3f} | {s['pesq_wb']:.2f} | {s['stoi']:.3f} | {s['wer']:.1f} | "
                          f"{s['dnsmos']:.2f} | {probe} |")
@@ -344,11 +405,28 @@ def markdown(results: Dict) -> str:
                          f"{s['wer']:.1f} | {s['dnsmos']:.2f} | |")
     if results.get("not_scored"):
         lines += ["", f"Trained but not scored in this report: {', '.join(results['not_scored'])}."]
-    lines += ["", "Probe: a 2-layer BiGRU CTC character recogniser on each system's frozen tokens "
+    lines += ["", "Tokens and probe: each system's code usage on the English speech prompts, then a CTC "
+              "character recogniser (dilated convolutions, ``bench/probe.py``) trained on its frozen tokens "
               "(English train prompts -> English test prompts).", ""]
     for name, r in results["systems"].items():
-        p = r["probe"]
-        lines.append(f"- {name} at {p['setting']} ({p['bitrate']:.0f} bps): CER {p['cer']:.1f} %, WER {p['wer']:.1f} % "
+        p = r.get("probe")
+        if not p:
+            lines.append(f"- {name}: not probed")
+            continue
+        usage = p["code_usage"]
+        distinct = ", ".join(str(layer["distinct"]) for layer in usage["layers"])
+        perplexity = ", ".join(f"{layer['perplexity']:.2f}" for layer in usage["layers"])
+        lines.append(f"- {name} at {p['setting']}: codes in use per codebook {distinct} (perplexity {perplexity}) "
+                     f"over {usage['positions']} token positions")
+        if "untrained_code_usage" in p:
+            before = p["untrained_code_usage"]["layers"]
+            distinct = ", ".join(str(layer["distinct"]) for layer in before)
+            perplexity = ", ".join(f"{layer['perplexity']:.2f}" for layer in before)
+            lines.append(f"  - untrained: {distinct} codes in use (perplexity {perplexity}) on the English test prompts")
+        if "skipped" in p:
+            lines.append(f"  - probe not run: {p['skipped']}")
+            continue
+        lines.append(f"  - probe at {p['bitrate']:.0f} bps: CER {p['cer']:.1f} %, WER {p['wer']:.1f} % "
                      f"(train CER {p['train_cer']:.1f} %; {p['n_train']} train / {p['n_test']} test utts)")
     return "\n".join(lines) + "\n"
 
@@ -421,7 +499,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_test_utts", type=int, default=20,
                    help="test utterances scored besides the English speech prompts (all of which are)")
     p.add_argument("--dev_clips", type=int, default=8)
-    p.add_argument("--probe_epochs", type=int, default=30)
+    p.add_argument("--probe_epochs", type=int, default=30, help="0: no probe (judges only)")
+    p.add_argument("--probe_min_perplexity", type=float, default=2.0,
+                   help="probe only tokens whose joint code perplexity reaches this (below: nearly constant)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (0: torch's default). 1 keeps the CPU-time budget fair: with several "
                         "threads on a busy machine OpenMP spin-waits burn CPU time without progress")
@@ -496,17 +576,30 @@ def reference_scores(args, test: List[Clip], en: List[Clip], judges: Optional["J
 
 
 def score_missing(args, data: Dict, trained: Dict, test: List[Clip], en: List[Clip], priors) -> None:
-    judges = Judges()
-    reference_scores(args, test, en, judges)
-    sys_dir = args.output_dir / "systems"
-    sys_dir.mkdir(exist_ok=True)
+    """Phase 2: the judges (``output_dir/systems/<name>.json``), then the probe
+    (``output_dir/probes/<name>.json``); each record is kept once written (delete it to redo)."""
+    judges = None
     for name in args.systems:
-        done = sys_dir / f"{name}.json"
+        done = args.output_dir / "systems" / f"{name}.json"
         if done.is_file():
             logging.info(f"{name}: scored earlier ({done}); delete it to redo")
-        else:
-            atomic_write_text(done, json.dumps(score_system(name, SYSTEMS[name], trained[name], data, judges,
-                                                            args, priors), indent=2))
+            continue
+        if judges is None:
+            judges = Judges()
+            reference_scores(args, test, en, judges)
+        done.parent.mkdir(exist_ok=True)
+        atomic_write_text(done, json.dumps(score_system(name, SYSTEMS[name], trained[name], data, judges,
+                                                        args, priors), indent=2))
+    if args.probe_epochs <= 0:
+        return
+    for name in args.systems:
+        done = args.output_dir / "probes" / f"{name}.json"
+        if done.is_file():
+            logging.info(f"{name}: probed earlier ({done}); delete it to redo")
+            continue
+        done.parent.mkdir(exist_ok=True)
+        atomic_write_text(done, json.dumps(probe_system(name, SYSTEMS[name], trained[name], data, args, priors),
+                                           indent=2))
 
 
 def report(args, argv, train: List[Clip], test: List[Clip], dev: List[Clip], en: List[Clip]) -> None:
@@ -517,6 +610,10 @@ def report(args, argv, train: List[Clip], test: List[Clip], dev: List[Clip], en:
     sys_dir = args.output_dir / "systems"
     scored = {n: json.loads((sys_dir / f"{n}.json").read_text()) for n in args.systems
               if (sys_dir / f"{n}.json").is_file()}
+    for n, r in scored.items():  # the probe's record, where it ran
+        probe_file = args.output_dir / "probes" / f"{n}.json"
+        if probe_file.is_file():
+            r["probe"] = json.loads(probe_file.read_text())
     missing = [n for n in args.systems if n not in scored]
     if not scored:
         raise FileNotFoundError(f"no scored system in {sys_dir}; run without --report_only first")

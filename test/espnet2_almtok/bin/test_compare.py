@@ -42,7 +42,7 @@ def test_compare_quick_run_writes_every_record_and_resumes(tmp_path):
     make_set(tmp_path / "data", "test", [(s, "speech") for s in SENTENCES[10:]] + [("a tone", "sound")])
     out = tmp_path / "out"
     args = ["-m", "espnet2_almtok.bin.compare", "--data_dir", str(tmp_path / "data"), "--output_dir", str(out),
-            "--quick", "--systems", "almtok", "almtok_no_ar", "dac"]
+            "--quick", "--systems", "almtok", "almtok_no_ar", "dac", "--probe_min_perplexity", "0"]
     run_python(args, cwd=tmp_path, timeout=900)
     res = json.loads((out / "results.json").read_text())
     assert set(res["systems"]) == {"almtok", "almtok_no_ar", "dac"}
@@ -53,13 +53,13 @@ def test_compare_quick_run_writes_every_record_and_resumes(tmp_path):
     for r in res["systems"].values():
         for s in r["settings"].values():
             assert {"wer", "dnsmos", "pesq_wb", "stoi", "mel_distance", "bitrate"} <= set(s)
-        assert 0 <= r["probe"]["cer"] and r["probe"]["n_test"] == 2
+        assert 0 <= r["probe"]["cer"] and r["probe"]["n_test"] == 2 and r["probe"]["code_usage"]["positions"] > 0
     assert 0 <= res["reference"]["wer"] <= 100
     for f in ("results.md", "quality_vs_bitrate.png", "training_curves.png"):
         assert (out / f).stat().st_size > 0
     # a rerun keeps finished systems
     rerun = run_python(args, cwd=tmp_path, timeout=900)
-    assert "trained earlier" in rerun.stderr and "scored earlier" in rerun.stderr
+    assert "trained earlier" in rerun.stderr and "scored earlier" in rerun.stderr and "probed earlier" in rerun.stderr
 
 
 def test_missing_or_empty_data_is_named_with_the_fix(tmp_path):
@@ -71,3 +71,38 @@ def test_missing_or_empty_data_is_named_with_the_fix(tmp_path):
     (tmp_path / "empty" / "wav.scp").write_text("")
     with pytest.raises(ValueError, match=r"empty/wav.scp lists no utterances"):
         load_dir(tmp_path / "empty")
+
+
+def test_code_usage_counts_distinct_codes_and_perplexity():
+    import torch
+
+    from espnet2_almtok.bin.compare import code_usage
+
+    constant = code_usage([torch.zeros(3, 50, dtype=torch.long), torch.zeros(3, 30, dtype=torch.long)], 16)
+    assert constant["positions"] == 80 and [layer["distinct"] for layer in constant["layers"]] == [1, 1, 1]
+    assert constant["joint_perplexity"] == pytest.approx(1.0)
+    uniform = code_usage([torch.arange(16).repeat(2, 4)], 16)  # 2 codebooks, all 16 codes equally often
+    assert [layer["distinct"] for layer in uniform["layers"]] == [16, 16]
+    assert uniform["joint_perplexity"] == pytest.approx(256.0)
+
+
+def test_probe_is_skipped_with_the_reason_for_constant_tokens(tmp_path, monkeypatch):
+    """A collapsed codebook (one code everywhere) carries nothing a probe could read: the record
+    says so, with the usage, instead of a CER that only measures the probe's prior."""
+    import argparse
+
+    import torch
+
+    from espnet2_almtok.bench.probe import ProbeExample
+    from espnet2_almtok.bin import compare
+
+    examples = [ProbeExample(torch.zeros(1, 20, dtype=torch.long), "press one") for _ in range(4)]
+    setting = {"label": "n_q=1", "bitrate": 500.0, "frames_per_s": 50.0, "codebook_size": 8}
+    monkeypatch.setattr(compare, "probe_codes", lambda *a: (examples, examples, setting))
+    monkeypatch.setattr(compare, "untrained_usage", lambda *a: compare.code_usage([e.codes for e in examples], 8))
+    args = argparse.Namespace(probe_min_perplexity=2.0, probe_epochs=1, seed=0)
+    res = compare.probe_system("x", None, {}, {"probe_test": []}, args, None)
+    assert "cer" not in res and "nearly constant" in res["skipped"] and res["code_usage"]["layers"][0]["distinct"] == 1
+    args.probe_min_perplexity = 0.0  # forced: the probe runs on them (and reads nothing)
+    forced = compare.probe_system("x", None, {}, {"probe_test": []}, args, None)
+    assert forced["cer"] >= 0 and forced["n_test"] == 4
