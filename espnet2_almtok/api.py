@@ -184,16 +184,18 @@ def _extracted(path: Path, model_file: Optional[Union[str, Path]]):
 
 
 def _zip_members(zf: zipfile.ZipFile, path: Path, model_file) -> tuple:
-    """Names of the config and the model file in a packed zip: ESPnet's pack format
-    (``meta.yaml`` listing ``yaml_files`` and ``files``) or the recipe's (``*/config.yaml`` with
-    the model file beside it)."""
+    """Names of the config and the model file in a packed zip: ESPnet's pack format (a top-level
+    ``meta.yaml`` listing ``yaml_files`` and ``files``, which the recipe's stage 9 writes too) or
+    any zip with a ``*/config.yaml`` and the model file beside it. ``model_file`` is a member path
+    or a file name beside the config."""
     names = zf.namelist()
     meta = yaml.safe_load(zf.read("meta.yaml")) if "meta.yaml" in names else None
     if isinstance(meta, dict) and isinstance(meta.get("yaml_files"), dict) and isinstance(meta.get("files"), dict):
         configs = [v for v in meta["yaml_files"].values() if str(v) in names]
         models = [v for v in meta["files"].values() if str(v).endswith(".pth") and str(v) in names]
-        if configs and models:
+        if configs and models and (not model_file or str(model_file) in names):
             return str(configs[0]), str(model_file or models[0])
+        # model_file=NAME not a member path: looked up beside config.yaml below
     configs = sorted((n for n in names if n.rsplit("/", 1)[-1] == "config.yaml"), key=len)
     if not configs:
         raise FileNotFoundError(f"{path} holds no config.yaml; pack it with the recipe's stage 9")

@@ -11,7 +11,8 @@ stop_stage=9
 skip_data_prep=false       # skip stages 1-4 (data, format, priors, shapes)
 skip_train=false           # skip stages 5-6 (training)
 skip_eval=false            # skip stages 7-8 (decoding, scoring)
-skip_upload_hf=true        # the Hugging Face upload stage (see --help)
+skip_upload_hf=true        # false: stage 11 uploads the packed model to --hf_repo (see --help)
+hf_repo=""                 # Hugging Face model repo for stage 11, e.g. "user/almtok_demo"
 ngpu=0                     # GPUs per node for training (> 1: DDP)
 num_nodes=1                # nodes for training (> 1: DDP over nodes; needs --cmd_backend slurm)
 nj=2                       # parallel jobs of data formatting (stage 2)
@@ -82,13 +83,18 @@ Stages:
   7  decoding: tokens (Kaldi ark/scp) + resynthesis at --window w, --inference_nj jobs
      -> <exp>/decode_w<w>/<set>
   8  scoring: mel/STFT distance, PESQ, STOI, SI-SNR, token rate, bitrate -> .../scores/
-  9  packing: <exp>/almtok_packed.zip for ALMTokenizer.from_pretrained
+  9  packing: <exp>/almtok_packed.zip in ESPnet's pack format (meta.yaml; generator-only weights), read by
+     ALMTokenizer.from_pretrained, espnet2.main_funcs.pack_funcs.unpack and
+     python -m espnet2_almtok.bin.gan_codec_inference --model_tag <zip>
  10  benchmark (not in the default run): ALMTokenizer vs ESPnet SoundStream/Encodec/DAC on this
      recipe's data -> exp/benchmark/results.{json,md}, quality_vs_bitrate.png (--benchmark_args)
+ 11  upload to Hugging Face (only with --skip_upload_hf false --hf_repo user/name; not in the default run:
+     e.g. --stage 11 --stop_stage 11): stage 9's zip, unpacked, plus a model card; skipped with a
+     message when offline or not logged in (huggingface-cli login / HF_TOKEN)
 Options (default):
   --stage (${stage}) --stop_stage (${stop_stage}) --corpus (${corpus}) --train_config (${train_config})
   --skip_data_prep (${skip_data_prep}: stages 1-4) --skip_train (${skip_train}: 5-6) --skip_eval (${skip_eval}: 7-8)
-  --skip_upload_hf (${skip_upload_hf}: the Hugging Face upload, not part of this recipe yet)
+  --skip_upload_hf (${skip_upload_hf}; false: stage 11 uploads to Hugging Face) --hf_repo (user/name, for stage 11)
   --cmd_backend (local|slurm; default: cmd.sh's) --nj (${nj}: stage 2 jobs) --inference_nj (${inference_nj}: stage 7 jobs)
   --ngpu (${ngpu}: training GPUs per node) --num_nodes (${num_nodes}) --gpu_inference (${gpu_inference})
   --train_tasks_per_node (slurm: DDP ranks per node; default max(ngpu, 1))
@@ -111,8 +117,13 @@ for b in skip_data_prep skip_train skip_eval skip_upload_hf gpu_inference; do
   case "${!b}" in true|false) ;; *) echo "$0: --${b} must be true or false, got '${!b}'" >&2; exit 1 ;; esac
 done
 if [ "${skip_upload_hf}" = false ]; then
-  echo "$0: --skip_upload_hf false: this recipe has no Hugging Face upload stage yet; pack with stage 9" \
-       "and upload ${expdir}/codec_<tag>_stage2/almtok_packed.zip yourself" >&2; exit 1
+  if [ -z "${hf_repo}" ]; then
+    echo "$0: --skip_upload_hf false: no Hugging Face upload stage without --hf_repo <user>/<name>" \
+         "(the model repo stage 11 pushes the packed model to)" >&2; exit 1
+  fi
+  if [ "${stop_stage}" -lt 11 ] || [ "${stage}" -gt 11 ]; then
+    log "note: --skip_upload_hf false: the upload is stage 11, outside stages ${stage}-${stop_stage} (add --stop_stage 11)"
+  fi
 fi
 if [ "${num_nodes}" -gt 1 ] && [ "${cmd_backend}" != slurm ]; then
   echo "$0: --num_nodes ${num_nodes} needs a cluster: add --cmd_backend slurm (or set cmd_backend in cmd.sh)" >&2; exit 1
@@ -355,5 +366,12 @@ if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
     $([ "${bench_gpu}" = 1 ] && echo --device cuda) ${benchmark_args} \
     || { echo "benchmark failed; see ${expdir}/benchmark/benchmark.log" >&2; exit 1; }
   cat "${expdir}/benchmark/results.md"
+fi
+if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ] && [ "${skip_upload_hf}" = false ]; then
+  packed=${final_exp}/almtok_packed.zip
+  log "Stage 11: upload ${packed} to https://huggingface.co/${hf_repo}"
+  [ -f "${packed}" ] || { echo "$0: no ${packed}: run stage 9 (packing) first" >&2; exit 1; }
+  # Skips (exit 0, saying why) when offline or not logged in; a failed upload stops the recipe.
+  python -m espnet2_almtok.recipe.pack --upload_hf "${hf_repo}" --packed "${packed}"
 fi
 log "Successfully finished. [stages ${stage}-${stop_stage}]"
