@@ -7,6 +7,7 @@ import pytest
 from espnet2_almtok.bin import benchmark
 
 
+@pytest.mark.slow  # trains and scores 4 codecs: ~2.5 min of the default suite's budget
 def test_quick_benchmark_writes_every_field(tmp_path):
     out = tmp_path / "bench"
     benchmark.main(["--output_dir", str(out), "--quick", "--train_scp", str(tmp_path / "none.scp"),
