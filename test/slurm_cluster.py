@@ -128,9 +128,22 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
             proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], env=self.env, capture_output=True, text=True)
             state = proc.stdout.strip()
             if proc.returncode == 0 and state == "idle":
-                return self
+                return self._smoke_job(max(10.0, deadline - time.time()))
             time.sleep(0.5)
         raise RuntimeError(f"the node did not become idle in {timeout:.0f} s (sinfo: {state!r}):\n" + self._log_tails())
+
+    def _smoke_job(self, timeout: float) -> "SlurmCluster":
+        """The cluster counts as up only once a trivial job runs to the end (a node that looks idle
+        but cannot launch jobs would otherwise hang the tests until their own timeouts)."""
+        try:
+            proc = subprocess.run(["sbatch", "--wait", "--quiet", "-o", "/dev/null", "--wrap", "true"], env=self.env,
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["scancel", "--user", os.environ.get("USER", "root")], env=self.env, capture_output=True)
+            raise RuntimeError(f"a trivial job did not finish in {timeout:.0f} s:\n" + self._log_tails())
+        if proc.returncode != 0:
+            raise RuntimeError(f"a trivial job failed ({proc.stderr.strip()}):\n" + self._log_tails())
+        return self
 
     # ------------------------------------------------------------------ tear-down
     def stop(self) -> None:
