@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Codes in use per codebook along a short ALMTokenizer training (a diagnostic of codebook collapse).
+
+    python -m espnet2_almtok.bench.code_usage_trace --lambda_commit 1.0 --cpu_minutes 3
+    python -m espnet2_almtok.bench.code_usage_trace --lambda_commit 0.05 --cpu_minutes 3
+
+Trains ``bin/compare``'s ``almtok`` system (frozen MFCC priors from ``--work_dir``, Adam 5e-4,
+4 x 0.5 s crops, one thread) on ``--data_dir``'s training set and prints, after each quarter of
+the CPU budget, the distinct codes each codebook uses at w=4 on the first 15 English test prompts.
+"""
+
+import argparse
+import warnings
+from pathlib import Path
+
+import torch
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", type=Path, default=Path("egs2/almtok/codec1/dump/raw"))
+    p.add_argument("--work_dir", type=Path, default=Path("exp/compare"), help="bin/compare's (its priors/)")
+    p.add_argument("--lambda_commit", type=float, default=1.0)
+    p.add_argument("--cpu_minutes", type=float, default=3.0)
+    args = p.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    from espnet2_almtok.bench.measure import BudgetTrainer
+    from espnet2_almtok.bin import compare as C
+
+    C.import_quietly("espnet2_almtok.tasks.codec")
+    cargs = C.get_parser().parse_args(["--data_dir", str(args.data_dir), "--output_dir", str(args.work_dir),
+                                       "--work_dir", str(args.work_dir)])
+    train = C.load_dir(args.data_dir / "train", 0, 0)
+    test = C.english_speech(C.load_dir(args.data_dir / "test"))[:15]
+    priors = C.extract_priors(cargs, args.data_dir / "train", 1024)
+    cut = C.build(C.System("almtok", priors=True, overrides={"lambda_commit": args.lambda_commit}), cargs, *priors)
+    setting = next(s for s in cut.settings if s.label == "w=4")
+
+    def usage():
+        cut.codec.eval()
+        with torch.no_grad():
+            codes = [cut.encode(c.wav.view(1, 1, -1), setting)[: setting.n_q, 0] for c in test]
+        cut.codec.train()
+        return [layer["distinct"] for layer in C.code_usage(codes, int(cut.codebook_size))["layers"]]
+
+    sampler = C.CropSampler(train, 4, 0.5, 0)
+    trainer = BudgetTrainer(cut.codec, lr=5e-4)
+    print(f"lambda_commit {args.lambda_commit}: step 0, codes in use {usage()}", flush=True)
+    for _ in range(4):
+        trainer.run(args.cpu_minutes * 60 / 4, sampler)
+        print(f"lambda_commit {args.lambda_commit}: step {trainer.steps}, codes in use {usage()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
