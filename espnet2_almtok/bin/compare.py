@@ -242,11 +242,15 @@ def probe_codes(name: str, system: System, trained: Dict, data: Dict, args, prio
     cache = args.work_dir / "probe_codes" / f"{name}.pt"
     key = {"model": trained["model"], "steps": trained["budget"]["steps"],
            "train": [c.utt for c in data["probe_train"]], "test": [c.utt for c in data["probe_test"]]}
+
+    def unpack(saved):
+        return ([ProbeExample(c, t) for c, t in zip(saved["train_codes"], saved["train_text"])],
+                [ProbeExample(c, t) for c, t in zip(saved["test_codes"], saved["test_text"])], saved["setting"])
+
     if cache.is_file():
         saved = torch.load(cache, map_location="cpu", weights_only=True)
         if saved["key"] == key:
-            return ([ProbeExample(c, t) for c, t in zip(saved["train_codes"], saved["train_text"])],
-                    [ProbeExample(c, t) for c, t in zip(saved["test_codes"], saved["test_text"])], saved["setting"])
+            return unpack(saved)
     cut = build(system, args, *priors)
     cut.codec.load_state_dict(torch.load(trained["model"], map_location="cpu", weights_only=True))
     cut.codec.eval()
@@ -265,7 +269,7 @@ def probe_codes(name: str, system: System, trained: Dict, data: Dict, args, prio
     tmp = cache.with_name(cache.stem + ".tmp.pt")
     torch.save(saved, tmp)
     os.replace(tmp, cache)
-    return probe_codes(name, system, trained, data, args, priors)
+    return unpack(saved)
 
 
 def code_usage(codes: List[torch.Tensor], codebook_size: int) -> Dict:
