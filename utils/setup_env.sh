@@ -37,11 +37,21 @@ fi
 if [ -f "$venv/.almtok-complete" ]; then
   echo "$venv"; exit 0
 fi
+# One build at a time: a second caller (another clone, a parallel test run) waits for the first
+# instead of deleting the venv it is building, then reuses it.
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+if ! flock -n 9; then
+  log "another process is building $venv; waiting for it"
+  flock 9
+fi
+if [ -f "$venv/.almtok-complete" ]; then
+  echo "$venv"; exit 0
+fi
 log "building venv at $venv (first run only; a few minutes)"
 # pip bakes the venv path into scripts, so build in place; the marker file written last is
 # what makes a venv count as complete (a killed build is rebuilt from nothing).
 rm -rf "$venv"
-mkdir -p "$(dirname "$venv")"
 "$py" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade "pip<25" "setuptools<74" wheel >&2
 # Dependencies only: the package itself is used from the clone (PYTHONPATH, see utils/env.sh), so

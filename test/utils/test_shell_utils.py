@@ -221,3 +221,28 @@ def test_espnet_launch_runs_through_both_job_runners(tmp_path):
     assert not (tmp_path / "--gpu").exists()
     opts = sbatch_argv(argv_file)
     assert "--gres" not in opts and opts[opts.index("--output") + 1] == "log/q/slurm.sh.log.slurm"
+
+
+def test_setup_env_two_callers_build_the_venv_once(tmp_path):
+    """Two set-ups started together (a test run and a recipe, two clones) must not delete each
+    other's half-built venv: the second waits for the first and reuses its venv."""
+    fake_py = tmp_path / "python3"
+    # Stands in for the interpreter and the venv's pip: "-m venv DIR" makes DIR with a copy of
+    # itself as bin/python; every call is logged and takes a second, so the two callers overlap.
+    fake_py.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" >> {tmp_path}/calls.log\n'
+        "sleep 1\n"
+        'if [ "$1 $2" = "-m venv" ]; then mkdir -p "$3/bin" && cp "$0" "$3/bin/python"; fi\n')
+    fake_py.chmod(0o755)
+    venv = tmp_path / "venv"
+    env = f"ALMTOK_VENV={venv} ALMTOK_PYTHON={fake_py}"
+    procs = [subprocess.Popen(["bash", "-c", f"{env} bash {UTILS}/setup_env.sh"], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1] for o in outs]
+    assert [o[0].strip() for o in outs] == [str(venv), str(venv)]
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert sum(c.startswith("-m venv") for c in calls) == 1, calls
+    assert (venv / ".almtok-complete").is_file()
+    assert any("waiting for it" in o[1] for o in outs)
