@@ -20,10 +20,12 @@ to a whole token, and padding never changes a clip's codes (batch == one-by-one)
 """
 
 import contextlib
+import logging
 import math
 import pickle
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Union
 
@@ -33,6 +35,7 @@ import yaml
 
 from espnet2_almtok.audio import AudioError, as_clips, resample, validate_waveform
 from espnet2_almtok.codec.chunking import DEFAULT_CONTEXT_S, ChunkingConfig
+from espnet2_almtok.fileio import file_sha256
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -78,8 +81,15 @@ def _read_config(config: Union[str, Path]) -> dict:
     config = Path(config)
     if not config.is_file():
         raise FileNotFoundError(f"config {config} does not exist")
-    with open(config) as f:
-        conf = yaml.safe_load(f) or {}
+    try:
+        with open(config) as f:
+            conf = yaml.safe_load(f) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"config {config} is not a YAML file ({str(e).splitlines()[0]}); give the "
+                         "config.yaml that training wrote (or a conf/tuning/*.yaml)") from None
+    if not isinstance(conf, dict):
+        raise ValueError(f"config {config} holds a {type(conf).__name__}, not a mapping of options; give the "
+                         "config.yaml that training wrote (or a conf/tuning/*.yaml)")
     codec = conf.get("codec", "almtok")
     if codec != "almtok":
         raise ValueError(f"{config} configures codec '{codec}'; ALMTokenizer loads only 'almtok' models "
@@ -87,31 +97,41 @@ def _read_config(config: Union[str, Path]) -> dict:
     return conf
 
 
-def load_state_dict(model_file: Union[str, Path], mmap: bool = False) -> dict:
-    """The weights of an ESPnet model file: a saved ``state_dict`` or a trainer checkpoint
-    (``checkpoint.pth``: ``{"model": state_dict, "optimizers": ...}``).
-
-    Read with ``torch.load(weights_only=True)``: tensors and plain containers only, so a
-    crafted file cannot run code. A file holding anything else is refused, naming it. With
-    ``mmap`` the tensors stay on disk until used (only the ones copied into a model are read).
-    """
+def load_weights_only(model_file: Union[str, Path], mmap: bool = False):
+    """``torch.load(model_file, weights_only=True)``: tensors and plain containers only, so a
+    crafted file cannot run code. A missing, unreadable or crafted file is refused, naming it.
+    With ``mmap`` the tensors stay on disk until used."""
     model_file = Path(model_file)
     if not model_file.is_file():
         raise FileNotFoundError(f"model file {model_file} does not exist")
     try:
         try:
-            state = torch.load(model_file, map_location="cpu", weights_only=True, mmap=mmap)
+            return torch.load(model_file, map_location="cpu", weights_only=True, mmap=mmap)
         except RuntimeError:
             if not mmap:
                 raise
-            state = torch.load(model_file, map_location="cpu", weights_only=True)  # legacy format
+            return torch.load(model_file, map_location="cpu", weights_only=True)  # legacy format
     except pickle.UnpicklingError as e:
+        garbage = [line.strip() for line in str(e).splitlines() if "Unsupported operand" in line]
+        if garbage:  # not a pickle at all
+            raise ValueError(f"{model_file} is not a readable PyTorch file (truncated or corrupted?): "
+                             f"{garbage[0]}") from None
         raise ValueError(
             f"{model_file} holds objects other than tensors and plain containers, so it is not loaded "
             "(loading it could run code). Give a model file written by the trainer (latest.pth, "
             f"<N>epoch.pth, valid.*.best.pth) or a packed model. ({str(e).splitlines()[0]})") from None
     except (RuntimeError, EOFError, OSError) as e:
         raise ValueError(f"{model_file} is not a readable PyTorch file (truncated or corrupted?): {e}") from None
+
+
+def load_state_dict(model_file: Union[str, Path], mmap: bool = False) -> dict:
+    """The weights of an ESPnet model file: a saved ``state_dict`` or a trainer checkpoint
+    (``checkpoint.pth``: ``{"model": state_dict, "optimizers": ...}``), read by
+    :func:`load_weights_only` (a crafted file cannot run code). A file holding anything else is
+    refused, naming it. With ``mmap`` the tensors stay on disk until used (only the ones copied
+    into a model are read).
+    """
+    state = load_weights_only(model_file, mmap=mmap)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -174,13 +194,73 @@ def _extracted(path: Path, model_file: Optional[Union[str, Path]]):
     the block ends, whatever happens."""
     if not (path.is_file() and zipfile.is_zipfile(path)):
         if path.is_file():
-            raise ValueError(f"{path} is a file but not a zip; give the exp dir (with config.yaml) instead")
+            raise ValueError(f"{path} is a file but not a readable zip (a truncated or corrupted download?): "
+                             f"re-download the model or re-pack it (recipe stage 9), or give the exp dir "
+                             "(with config.yaml) instead")
         weights = Path(model_file) if model_file else _find_model_file(path)
         yield _find_config(path), weights, str(weights)
         return
     with zipfile.ZipFile(path) as zf, tempfile.TemporaryDirectory(prefix="almtok_") as tmp:
         config, weights = _zip_members(zf, path, model_file)
-        yield Path(zf.extract(config, tmp)), Path(zf.extract(weights, tmp)), f"{path}:{weights}"
+        sums = packed_checksums(zf, path)
+        files = [_extract_verified(zf, path, name, tmp, sums) for name in (config, weights)]
+        yield files[0], files[1], f"{path}:{weights}"
+
+
+# ---------------------------------------------------------------------------- packed zip checksums
+CHECKSUM_KEY = "sha256"  # in a packed zip's meta.yaml: {member name: sha256 hex digest} (recipe stage 9)
+REPACK_ADVICE = ("re-download the model or re-pack it (python -m espnet2_almtok.recipe.pack, recipe "
+                 "stage 9) from the exp dir")
+
+
+def packed_checksums(zf: zipfile.ZipFile, path: Path) -> Optional[dict]:
+    """``{member: sha256}`` recorded in a packed zip's ``meta.yaml``, or None for a zip packed
+    without checksums (older packs, other tools): those load with a warning."""
+    try:
+        meta = yaml.safe_load(zf.read("meta.yaml")) if "meta.yaml" in zf.namelist() else None
+    except (zipfile.BadZipFile, zlib.error, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: its meta.yaml is corrupted ({e}); {REPACK_ADVICE}") from None
+    sums = meta.get(CHECKSUM_KEY) if isinstance(meta, dict) else None
+    if sums is None:
+        logging.warning(f"{path} records no checksum of its files (packed before checksums were added, "
+                        "or by another tool): it is loaded unverified. Re-pack it to add them.")
+        return None
+    if not isinstance(sums, dict):
+        raise ValueError(f"{path}: meta.yaml's '{CHECKSUM_KEY}' must map member names to sha256 digests, "
+                         f"got {type(sums).__name__}; {REPACK_ADVICE}")
+    return {str(k): str(v) for k, v in sums.items()}
+
+
+def _extract_verified(zf: zipfile.ZipFile, path: Path, name: str, tmp: str, sums: Optional[dict]) -> Path:
+    """Extract member ``name`` into ``tmp`` and check it against its recorded sha256 (``sums``;
+    None: unchecked). A corrupted or altered member is refused, naming the zip and the member."""
+    try:
+        out = Path(zf.extract(name, tmp))
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise ValueError(f"{path}: member {name} is corrupted ({e}); {REPACK_ADVICE}") from None
+    if sums is None:
+        return out
+    if name not in sums:
+        logging.warning(f"{path}: member {name} has no recorded checksum; it is loaded unverified")
+        return out
+    digest = file_sha256(out)
+    if digest != sums[name]:
+        raise ValueError(f"{path}: member {name} does not match the sha256 recorded when it was packed "
+                         f"(recorded {sums[name][:16]}..., found {digest[:16]}...): the file is corrupted "
+                         f"or was altered; {REPACK_ADVICE}")
+    return out
+
+
+def verify_packed(path: Union[str, Path]) -> None:
+    """Check every member of a packed zip that has a recorded sha256 (for readers that unpack the
+    whole zip, e.g. ESPnet's ``unpack``); raises naming the zip and the member on a mismatch."""
+    path = Path(path)
+    with zipfile.ZipFile(path) as zf, tempfile.TemporaryDirectory(prefix="almtok_verify_") as tmp:
+        sums = packed_checksums(zf, path)
+        for name in sorted(sums or {}):
+            if name not in zf.namelist():
+                raise ValueError(f"{path}: member {name}, listed in its meta.yaml, is missing; {REPACK_ADVICE}")
+            _extract_verified(zf, path, name, tmp, sums).unlink()
 
 
 def _zip_members(zf: zipfile.ZipFile, path: Path, model_file) -> tuple:
@@ -393,6 +473,9 @@ class ALMTokenizer(torch.nn.Module):
             codes = codes.unsqueeze(0)
         if codes.dtype.is_floating_point:
             raise ValueError(f"codes must be integers, got {codes.dtype}")
+        if codes.dim() == 3 and (codes.shape[0] == 0 or codes.shape[2] == 0):
+            raise ValueError(f"codes of shape {tuple(codes.shape)} hold no token to decode (B, n_q, N with "
+                             "B, N >= 1); skip empty utterances before decoding")
         codes = codes.long().to(self.device)
         self.generator.quantizer.check_codes(codes)
         return codes

@@ -36,7 +36,13 @@ PCM_SCALE = {torch.int16: 2.0 ** 15, torch.int32: 2.0 ** 31, torch.int8: 2.0 ** 
 
 def to_float(wav, name: str = "input") -> torch.Tensor:
     """An array/tensor as float32; integer PCM is scaled to [-1, 1] (int8/16/32; uint8 centred at 128)."""
-    wav = torch.as_tensor(np.asarray(wav) if not torch.is_tensor(wav) else wav)
+    if not torch.is_tensor(wav):
+        arr = np.asarray(wav)
+        if arr.dtype == object or arr.dtype.kind not in "biuf":
+            raise AudioError(f"{name}: expected an array of audio samples, got {type(wav).__name__} "
+                             f"(dtype {arr.dtype})")
+        wav = arr
+    wav = torch.as_tensor(wav)
     if wav.dtype in PCM_SCALE:
         return wav.float() / PCM_SCALE[wav.dtype]
     if wav.dtype == torch.uint8:
@@ -53,6 +59,8 @@ def to_mono_tensor(wav, name: str = "input", channels_first: Optional[bool] = No
     the channels; ``None``: the shorter one (soundfile gives ``(T, C)``, torchaudio ``(C, T)``),
     and a square array is refused as ambiguous."""
     wav = to_float(wav, name)
+    if wav.dim() == 2 and wav.numel() == 0:
+        raise AudioError(f"{name}: the audio is empty (shape {tuple(wav.shape)}); remove it from the data")
     if wav.dim() == 2:
         if channels_first is None:
             if wav.shape[0] == wav.shape[1]:

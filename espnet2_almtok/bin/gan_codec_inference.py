@@ -27,7 +27,8 @@ differences, all in this module (nothing in ESPnet is patched):
   must be in the file, else it is refused (a trainer ``checkpoint.pth``, for instance: give a
   ``*.pth`` state dict). ``codebook_init`` is ignored (the codebooks are in the weights), so a
   moved exp dir or an unpacked zip loads without the semantic-prior files.
-- ``--model_tag``: a local packed zip (ESPnet's pack format, the recipe's stage 9) is unpacked with
+- ``--model_tag``: a local packed zip (ESPnet's pack format, the recipe's stage 9) has its members
+  checked against the sha256 recorded at packing, then is unpacked with
   ``espnet2.main_funcs.pack_funcs.unpack`` into a temporary directory, removed once the model is
   built; other tags go to ``espnet_model_zoo`` as in ESPnet. Without ``--model_file``, the best
   weights beside ``--train_config`` are used (``valid.mel_loss.best.pth``, ...).
@@ -203,6 +204,9 @@ class ALMTokAudioCoding(AudioCoding):
         if Path(model_tag).is_file() and zipfile.is_zipfile(model_tag):
             from espnet2.main_funcs.pack_funcs import unpack
 
+            from espnet2_almtok.api import verify_packed
+
+            verify_packed(model_tag)  # the sha256 of each member recorded at packing (recipe stage 9)
             with tempfile.TemporaryDirectory(prefix="almtok_unpack_") as tmp:
                 files = unpack(model_tag, tmp)
                 kwargs.update(train_config=files["train_config"], model_file=files["model_file"])

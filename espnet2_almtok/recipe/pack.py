@@ -23,6 +23,12 @@ codec registered). ``ALMTokenizer.from_pretrained(zip)`` reads the same zip. Mem
   window. (It is not named ``meta.yaml``: ``unpack`` takes the first ``*/meta.yaml`` it meets as
   the pack's own.)
 
+``meta.yaml`` also records ``sha256: {member: digest}`` for every other member (ESPnet's
+``unpack`` ignores the key). ``ALMTokenizer.from_pretrained`` and ``gan_codec_inference
+--model_tag`` check the members they read and refuse a corrupted or altered one, naming the zip
+and the member (re-download or re-pack); a zip without the key (packed before it existed)
+loads with a warning.
+
 Upload (``--upload_hf REPO``, recipe stage 11, like ESPnet ``codec.sh``'s): the zip's members in
 ESPnet's layout plus a model card (``README.md``) are pushed to the model repo ``REPO`` with
 ``huggingface_hub``. Offline (``HF_HUB_OFFLINE=1`` or the Hub unreachable) or not logged in
@@ -30,6 +36,7 @@ ESPnet's layout plus a model card (``README.md``) are pushed to the model repo `
 """
 
 import argparse
+import hashlib
 import io
 import math
 import os
@@ -45,7 +52,8 @@ from urllib.parse import urlparse
 import torch
 import yaml
 
-from espnet2_almtok.api import _find_model_file, inference_state_dict
+from espnet2_almtok.api import CHECKSUM_KEY, _find_model_file, inference_state_dict, verify_packed
+from espnet2_almtok.fileio import file_sha256
 
 ROOT = "almtok"
 PACK_CONFIG = f"{ROOT}/config.yaml"
@@ -53,10 +61,13 @@ PACK_MODEL = f"{ROOT}/model.pth"
 PACK_INFO = f"{ROOT}/codec_info.yaml"
 
 
-def espnet_meta() -> dict:
-    """The top-level ``meta.yaml`` of ESPnet's ``pack_funcs.pack``."""
+def espnet_meta(checksums: Optional[dict] = None) -> dict:
+    """The top-level ``meta.yaml`` of ESPnet's ``pack_funcs.pack``, plus ``sha256``: the digest of
+    every other member (``unpack`` ignores the key; our loaders verify what they read)."""
     meta = dict(files={"model_file": PACK_MODEL}, yaml_files={"train_config": PACK_CONFIG},
                 timestamp=datetime.now().timestamp(), python=sys.version, torch=str(torch.__version__))
+    if checksums:
+        meta[CHECKSUM_KEY] = dict(checksums)
     try:
         import espnet
 
@@ -101,13 +112,17 @@ def pack(exp_dir: Path, out: Path, model_file: Optional[Path] = None, prior_dir:
         members[f"{ROOT}/priors/prior_info.yaml"] = Path(prior_dir) / "prior_info.yaml"
     weights = io.BytesIO()
     torch.save(inference_state_dict(model_file), weights)
+    contents = {PACK_CONFIG: yaml.safe_dump(conf, sort_keys=False).encode(), PACK_MODEL: weights.getvalue(),
+                PACK_INFO: yaml.safe_dump(codec_info(conf, model_file), sort_keys=False).encode()}
+    checksums = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
+    checksums.update({name: file_sha256(path) for name, path in members.items()})
     tmp = out.with_name(out.name + ".tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("meta.yaml", yaml.safe_dump(espnet_meta()))  # first: unpack reads the first meta.yaml
-        zf.writestr(PACK_CONFIG, yaml.safe_dump(conf, sort_keys=False))
-        zf.writestr(PACK_MODEL, weights.getvalue())
-        zf.writestr(PACK_INFO, yaml.safe_dump(codec_info(conf, model_file), sort_keys=False))
+        # first: unpack reads the first meta.yaml
+        zf.writestr("meta.yaml", yaml.safe_dump(espnet_meta(checksums)))
+        for name, data in contents.items():
+            zf.writestr(name, data)
         for name, path in members.items():
             zf.write(path, name)
     os.replace(tmp, out)
@@ -176,6 +191,7 @@ def upload_hf(repo: str, packed: Path) -> bool:
         return False
     from huggingface_hub import HfApi
 
+    verify_packed(packed)  # never publish a corrupted zip
     with zipfile.ZipFile(packed) as zf, tempfile.TemporaryDirectory(prefix="almtok_hf_") as tmp:
         zf.extractall(tmp)
         info = yaml.safe_load(Path(tmp, PACK_INFO).read_text())

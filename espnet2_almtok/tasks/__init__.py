@@ -1,5 +1,13 @@
 """ESPnet task classes of almtok.
 
+Model files are never unpickled with ``weights_only=False``: ESPnet 202511's
+``build_model_from_file`` (inference) and ``load_pretrained_model`` (``--init_param``) call
+``torch.load(..., weights_only=False)``, so a crafted file would run code. Our tasks
+(:class:`WeightsOnlyModelFiles`) and ``--init_param`` (:func:`_check_init_param_weights_only`)
+read the file with ``weights_only=True`` first and refuse it, naming it, unless it holds tensors
+and plain containers only. (The trainer's own resume file, ``checkpoint.pth`` in the output
+dir, is ESPnet's and is excepted.)
+
 Importing ESPnet's tasks imports ``g2p_en``, which calls ``nltk.download`` for its tagger and
 CMUdict when they are missing: eight ``[nltk_data]`` error lines per process offline, and a
 network wait per try where packets are dropped. We import ``g2p_en`` first with
@@ -39,3 +47,38 @@ def _import_g2p_en_offline() -> None:
 
 
 _import_g2p_en_offline()
+
+
+class WeightsOnlyModelFiles:
+    """Mixin for our ESPnet task classes (put it first in the bases): ``build_model_from_file``
+    refuses a model file that does not load with ``weights_only=True``, before ESPnet unpickles it."""
+
+    @classmethod
+    def build_model_from_file(cls, config_file=None, model_file=None, device: str = "cpu"):
+        if model_file is not None:
+            from espnet2_almtok.api import load_weights_only
+
+            load_weights_only(model_file, mmap=True)  # raises naming the file; nothing is executed
+        return super().build_model_from_file(config_file, model_file, device)
+
+
+def _check_init_param_weights_only() -> None:
+    """Wrap ESPnet's ``load_pretrained_model`` as the trainer calls it (``--init_param
+    path[:src:dst:exclude]``) with the same ``weights_only=True`` check of ``path``."""
+    import espnet2.tasks.abs_task as abs_task
+
+    original = abs_task.load_pretrained_model
+    if getattr(original, "weights_only_checked", False):
+        return
+
+    def load_pretrained_model(init_param: str, *args, **kwargs):
+        from espnet2_almtok.api import load_weights_only
+
+        load_weights_only(str(init_param).split(":", 1)[0], mmap=True)
+        return original(init_param, *args, **kwargs)
+
+    load_pretrained_model.weights_only_checked = True
+    abs_task.load_pretrained_model = load_pretrained_model
+
+
+_check_init_param_weights_only()

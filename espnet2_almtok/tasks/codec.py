@@ -30,6 +30,7 @@ from espnet2.tasks.gan_codec import GANCodecTask
 from espnet2.train.class_choices import ClassChoices
 
 from espnet2_almtok.codec.almtok import ALMTokenizerCodec
+from espnet2_almtok.tasks import WeightsOnlyModelFiles
 
 codec_choices = ClassChoices(
     "codec",
@@ -82,7 +83,7 @@ class RandomCrop:
         return data
 
 
-class ALMTokCodecTask(GANCodecTask):
+class ALMTokCodecTask(WeightsOnlyModelFiles, GANCodecTask):
     """GAN codec task whose ``--codec`` choices include ``almtok``."""
 
     class_choices_list = [codec_choices]

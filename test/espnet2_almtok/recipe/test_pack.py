@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 
@@ -132,3 +133,84 @@ def test_recipe_upload_stage_needs_a_repo_and_skips_offline(tmp_path, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = run_recipe(recipe, *args)
     assert "Stage 11" in out.stdout and "Hugging Face upload skipped: HF_HUB_OFFLINE is set" in out.stdout
+
+
+def rewrite_zip(src: Path, dst: Path, change) -> None:
+    """``dst``: ``src`` with each member's bytes passed through ``change(name, data)`` (the zip's
+    own CRCs are recomputed, so only our sha256 can notice)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for name in zin.namelist():
+            zout.writestr(name, change(name, zin.read(name)))
+
+
+def flip_bit(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1:]
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory, debug_config):
+    from espnet2_almtok.recipe import pack
+
+    root = tmp_path_factory.mktemp("packed")
+    exp, priors, _ = make_exp(root / "exp", debug_config)
+    return pack.pack(exp, root / "almtok_packed.zip", prior_dir=priors)
+
+
+def test_the_zip_records_the_sha256_of_every_member(packed):
+    import hashlib
+
+    with zipfile.ZipFile(packed) as zf:
+        sums = yaml.safe_load(zf.read("meta.yaml"))["sha256"]
+        others = [n for n in zf.namelist() if n != "meta.yaml"]
+        assert sorted(sums) == sorted(others)
+        for name in others:
+            assert sums[name] == hashlib.sha256(zf.read(name)).hexdigest(), name
+
+
+def test_a_bit_flipped_weights_member_is_refused_naming_the_zip_and_the_member(packed, tmp_path):
+    from espnet2_almtok import ALMTokenizer
+    from espnet2_almtok.api import verify_packed
+    from espnet2_almtok.bin.gan_codec_inference import ALMTokAudioCoding
+
+    bad = tmp_path / "flipped.zip"
+    rewrite_zip(packed, bad, lambda name, data: flip_bit(data, len(data) // 2) if name == "almtok/model.pth" else data)
+    says = rf"{bad}: member almtok/model.pth does not match the sha256 .*re-download the model or re-pack it"
+    with pytest.raises(ValueError, match=says):
+        ALMTokenizer.from_pretrained(bad)
+    with pytest.raises(ValueError, match=says):
+        verify_packed(bad)
+    with pytest.raises(ValueError, match=says):  # ESPnet's inference path (unpack) checks it too
+        ALMTokAudioCoding.from_pretrained(model_tag=str(bad))
+    verify_packed(packed)  # the intact zip passes
+
+
+def test_a_corrupted_zip_entry_is_refused_naming_the_member(packed, tmp_path):
+    from espnet2_almtok import ALMTokenizer
+
+    with zipfile.ZipFile(packed) as zf:
+        info = zf.getinfo("almtok/model.pth")
+    data = bytearray(packed.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)  # local header size
+    data[start + info.compress_size // 2] ^= 0x10  # a bit flip on disk: the zip's CRC (or inflate) fails
+    bad = tmp_path / "corrupted.zip"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"{bad}: member almtok/model.pth is corrupted .*re-download"):
+        ALMTokenizer.from_pretrained(bad)
+
+
+def test_a_zip_packed_without_checksums_still_loads_with_a_warning(packed, tmp_path, caplog):
+    from espnet2_almtok import ALMTokenizer
+
+    def drop_sums(name, data):
+        if name != "meta.yaml":
+            return data
+        meta = yaml.safe_load(data)
+        del meta["sha256"]
+        return yaml.safe_dump(meta).encode()
+
+    old = tmp_path / "old.zip"
+    rewrite_zip(packed, old, drop_sums)
+    wav = speechlike(0.4, seed=2)
+    expected = ALMTokenizer.from_pretrained(packed).encode(wav, 16000, window=4)
+    assert torch.equal(ALMTokenizer.from_pretrained(old).encode(wav, 16000, window=4), expected)
+    assert "records no checksum" in caplog.text and str(old) in caplog.text
