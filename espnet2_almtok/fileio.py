@@ -5,9 +5,12 @@ A clip's codes ``(n_q, N)`` are stored as the int32 vector ``codes.T.reshape(-1)
 directory's ``meta.yaml`` says ``n_q``, ``window``, ``codebook_size`` and the rates.
 """
 
+import hashlib
+import json
+import logging
 import os
 from pathlib import Path
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, Optional, Tuple, Union
 
 import kaldiio
 import numpy as np
@@ -72,3 +75,45 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- .done markers
+def file_sha256(path: Union[str, Path]) -> str:
+    """The sha256 hex digest of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def optional_file_sha256(path: Union[str, Path]) -> Optional[str]:
+    """:func:`file_sha256`, or None when ``path`` does not exist (an optional input table)."""
+    return file_sha256(path) if Path(path).is_file() else None
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def done_signature(**fields) -> str:
+    """The text of a ``.done`` marker: what a finished job covers (its inputs' digests, its
+    options), as JSON. A rerun whose signature differs redoes the job (:func:`done_matches`)."""
+    return json.dumps(fields, indent=1) + "\n"
+
+
+def done_matches(done: Path, signature: str, what: str) -> bool:
+    """True when the marker ``done`` records ``signature``: ``what`` is finished for these inputs
+    and options (skip it). A marker of other inputs or options is removed, with a warning, so the
+    job is redone and nothing looks finished meanwhile."""
+    done = Path(done)
+    try:
+        recorded = done.read_text()
+    except FileNotFoundError:
+        return False
+    if recorded == signature:
+        logging.info(f"{what} is complete for these inputs (.done); nothing to do")
+        return True
+    logging.warning(f"{what} holds outputs of other inputs or options (.done differs); redoing the job")
+    done.unlink(missing_ok=True)
+    return False

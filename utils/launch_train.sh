@@ -7,6 +7,9 @@
 # SLURM tasks started by srun, one DDP rank each (utils/srun_ddp.sh sets RANK/WORLD_SIZE/MASTER_*).
 launch_train() {
   local logf=$1; shift
+  if [ -s "${logf}" ] && [ "${cmd_backend}" = local ]; then  # utils/run_jobs.sh appends; it never truncates
+    log "${logf} exists (a resumed or repeated run): appending to it"
+  fi
   local per_node=${train_tasks_per_node:-$(( ngpu > 1 ? ngpu : 1 ))}
   if [ "${cmd_backend}" = slurm ] && [ $(( num_nodes * per_node )) -gt 1 ]; then
     local rank_gpu=$(( ngpu > 0 ? 1 : 0 )) backend=gloo

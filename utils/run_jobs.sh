@@ -3,7 +3,8 @@
 #   utils/run_jobs.sh [options] [JOB=1:N] LOG CMD [ARG...]
 # Runs CMD N times with every "JOB" in LOG, CMD and each ARG replaced by 1..N, at most K at once
 # (--max_jobs_run K, default: nproc), each writing LOG. Exits non-zero naming the failed logs if any
-# job failed. Without JOB=, runs CMD once into LOG.
+# job failed. Without JOB=, runs CMD once into LOG. A LOG that exists is appended to, after a
+# "# ---- restarted at <time>" line (a resumed training keeps its earlier log), never truncated.
 # CMD and its ARGs are executed as they are, never re-read by a shell (unlike Kaldi's run.pl, which
 # joins them into a shell string): an argument holding spaces, quotes or $(...) stays one literal
 # argument. For pipes or redirections ask for a shell yourself: ... LOG bash -c 'a JOB | b'.
@@ -42,10 +43,12 @@ for ((j = first; j <= last; j++)); do
   jargs=(); for a in "${args[@]}"; do jargs+=("${a//JOB/$j}"); done
   mkdir -p "$(dirname "$jl")"
   (
+    # a rerun (resumed training, a redone job) appends: the earlier runs' output stays above
+    [ -s "$jl" ] && echo "# ---- restarted at $(date '+%Y-%m-%dT%H:%M:%S%z'); the earlier run's log is above ----"
     printf '#'; printf ' %q' "${jargs[@]}"; echo; echo "# started at $(date)"
     "${jargs[@]}"; rc=$?
     echo "# ended (code $rc) at $(date)"; exit $rc
-  ) >"$jl" 2>&1 &
+  ) >>"$jl" 2>&1 &
   pids+=($!); logs+=("$jl")
   while [ "$(jobs -rp | wc -l)" -ge "$max_jobs" ]; do sleep 0.2; done
 done

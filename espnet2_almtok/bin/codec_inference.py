@@ -20,8 +20,6 @@ runs the networks in half precision (GPU; bfloat16 also on CPU).
 """
 
 import argparse
-import hashlib
-import json
 import logging
 import shutil
 import sys
@@ -34,8 +32,8 @@ import torch
 from tqdm import tqdm
 
 from espnet2_almtok.audio import AudioError
-from espnet2_almtok.fileio import (atomic_write_text, flatten_codes, move_outputs, point_scp_at_final_dir,
-                                  write_meta)
+from espnet2_almtok.fileio import (atomic_write_text, done_matches, done_signature, flatten_codes, move_outputs,
+                                  point_scp_at_final_dir, text_sha256, write_meta)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -89,12 +87,12 @@ def job_signature(entries, args) -> str:
     model = Path(args.model_file) if args.model_file else Path(args.model_dir)
     stat = model.stat() if model.exists() else None
     listing = "".join(f"{u} {p}\n" for u, p in entries)
-    return json.dumps({
-        "utterances": len(entries), "wav_scp_sha256": hashlib.sha256(listing.encode()).hexdigest(),
-        "model": str(model.resolve()), "model_size": stat.st_size if stat else None,
-        "model_mtime_ns": stat.st_mtime_ns if stat else None, "window": args.window,
-        "encode_only": bool(args.encode_only), "context_seconds": args.context_seconds,
-        "overlap_seconds": args.overlap_seconds, "dtype": args.dtype}, indent=1) + "\n"
+    return done_signature(
+        utterances=len(entries), wav_scp_sha256=text_sha256(listing),
+        model=str(model.resolve()), model_size=stat.st_size if stat else None,
+        model_mtime_ns=stat.st_mtime_ns if stat else None, window=args.window,
+        encode_only=bool(args.encode_only), context_seconds=args.context_seconds,
+        overlap_seconds=args.overlap_seconds, dtype=args.dtype)
 
 
 def hold_lock(out: Path):
@@ -209,12 +207,8 @@ def main(cmd=None):
     lock = hold_lock(out)  # noqa: F841 (held until the process exits)
     signature = job_signature(entries, args)
     done = out / ".done"
-    if done.exists():
-        if done.read_text() == signature:
-            logging.info(f"{out} is complete for these inputs (.done); nothing to do")
-            return
-        logging.warning(f"{out} holds outputs of other inputs or options (.done differs); redoing the job")
-        done.unlink()
+    if done_matches(done, signature, str(out)):
+        return
     from espnet2_almtok.codec_tokenizer import load_codec_tokenizer
 
     device = "cuda" if args.ngpu > 0 else "cpu"

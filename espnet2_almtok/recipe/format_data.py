@@ -15,13 +15,22 @@ recording (an end up to 0.5 s past it is cut at the end, as Kaldi's ``extract-se
 zero-length, all-zero or non-finite audio, shorter than ``--min_dur`` or longer than
 ``--max_dur``, a ``text`` line without audio or audio without its ``text`` line (when a ``text``
 exists). ``--on_bad error`` stops at the first problem naming the utterance; ``--on_bad drop``
-drops it, logs it in ``out/bad_utts`` (``<utt> <reason>``) and prints the count. Finished files are
-kept on a rerun.
+drops it, logs it in ``out/bad_utts`` (``<utt> <reason>``) and prints the count.
+
+Reruns never trust stale state. The audio goes to ``out/data/<key>/<utt>.wav``, ``<key>`` a digest
+of what decides the files (``--fs``, ``--min_dur``, ``--max_dur``, the contents of ``wav.scp`` and
+``segments``): a rerun after a kill keeps the finished files of the same key, and other options or
+inputs write a new key's files (the other keys' are removed once the set is complete). ``out/.done``
+(and each job's ``split<nj>/<job>/.done``) records the signature: those digests, ``--on_bad`` and
+the digests of ``text`` and the per-utterance tables. A rerun with the same signature does nothing;
+with another it redoes the work.
 """
 
 import argparse
+import hashlib
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -30,12 +39,35 @@ import soundfile
 from tqdm import tqdm
 
 from espnet2_almtok.audio import AudioError, resample, to_mono_tensor, validate_waveform
-from espnet2_almtok.fileio import atomic_write_text
+from espnet2_almtok.fileio import atomic_write_text, done_matches, done_signature, optional_file_sha256
 from espnet2_almtok.recipe.kaldi_dir import Segment, read_segments, read_table, read_wav_entry, write_table
 
 
 PER_UTT_TABLES = ("text", "text.orig", "utt2spk", "utt2category", "utt2lang")
 MAX_SEGMENT_OVERSHOOT = 0.5  # seconds a segment may end past its recording (Kaldi's extract-segments default)
+
+
+def _audio_fields(src: Path, fs: int, min_dur: float, max_dur: float) -> dict:
+    """What decides the formatted audio files: the options and the recordings' listing."""
+    return {"fs": int(fs), "min_dur": float(min_dur), "max_dur": float(max_dur),
+            "wav.scp": optional_file_sha256(src / "wav.scp"), "segments": optional_file_sha256(src / "segments")}
+
+
+def audio_key(src: Path, fs: int, min_dur: float, max_dur: float) -> str:
+    """The name of the ``out/data`` subdirectory holding the files formatted under these options
+    and inputs (12 hex digits of their digest)."""
+    return hashlib.sha256(done_signature(**_audio_fields(src, fs, min_dur, max_dur)).encode()).hexdigest()[:12]
+
+
+def format_signature(src: Path, fs: int, min_dur: float, max_dur: float, on_bad: str) -> str:
+    """The text of ``.done``: the audio fields, ``on_bad`` and the digests of the tables copied or
+    checked (``text`` and :data:`PER_UTT_TABLES`)."""
+    tables = {name: optional_file_sha256(src / name) for name in ("text",) + PER_UTT_TABLES}
+    return done_signature(**_audio_fields(src, fs, min_dur, max_dur), on_bad=on_bad, tables=tables)
+
+
+def _kept_count(dst: Path) -> int:
+    return len(read_table(dst / "wav.scp"))
 
 
 def _job_keys(keys: List[str], nj: int, job: int) -> List[str]:
@@ -82,15 +114,19 @@ def format_dir(src: Path, dst: Path, fs: int, min_dur: float, max_dur: float, on
     wav_scp = read_table(src / "wav.scp")
     if not wav_scp:
         raise FileNotFoundError(f"{src}/wav.scp is missing or empty; run stage 1")
+    if job is not None and not 1 <= job <= nj:
+        raise ValueError(f"--job {job} is outside 1..--nj {nj}")
+    signature = format_signature(src, fs, min_dur, max_dur, on_bad)
+    if done_matches(dst / ".done", signature, str(dst)):
+        return _kept_count(dst)
     segments = read_segments(src / "segments")
     utt_ids = set(segments) if segments else set(wav_scp)
     text = read_table(src / "text")
     keys = sorted(utt_ids | set(text))
     if job is not None:
-        if not 1 <= job <= nj:
-            raise ValueError(f"--job {job} is outside 1..--nj {nj}")
         keys = _job_keys(keys, nj, job)
-    (dst / "data").mkdir(parents=True, exist_ok=True)
+    audio_dir = dst / "data" / audio_key(src, fs, min_dur, max_dur)
+    audio_dir.mkdir(parents=True, exist_ok=True)
     bad: Dict[str, str] = {}
     audio_of = "segments line" if segments else "wav.scp entry"
 
@@ -107,8 +143,8 @@ def format_dir(src: Path, dst: Path, fs: int, min_dur: float, max_dur: float, on
     read = _Reader(wav_scp, segments)
     out_scp, num_samples = {}, {}
     for utt in tqdm([k for k in keys if k not in bad], desc=f"format {src.name}", unit="utt"):
-        out = (dst / "data" / f"{utt}.wav").resolve()
-        if out.exists():  # done on an earlier run (written atomically)
+        out = (audio_dir / f"{utt}.wav").resolve()
+        if out.exists():  # done on an earlier run of these options and inputs (written atomically)
             out_scp[utt], num_samples[utt] = str(out), str(soundfile.info(str(out)).frames)
             continue
         try:
@@ -137,28 +173,54 @@ def format_dir(src: Path, dst: Path, fs: int, min_dur: float, max_dur: float, on
         write_table(jdir / "wav.scp", out_scp)
         write_table(jdir / "utt2num_samples", num_samples)
         write_table(jdir / "bad_utts", bad)
-        atomic_write_text(jdir / ".done", f"{len(keys)}\n")
+        atomic_write_text(jdir / "num_keys", f"{len(keys)}\n")
+        atomic_write_text(jdir / ".done", signature)
         return len(out_scp)
-    return _write_outputs(src, dst, out_scp, num_samples, bad, len(keys))
+    return _write_outputs(src, dst, out_scp, num_samples, bad, len(keys), signature, audio_dir)
 
 
-def merge_jobs(src: Path, dst: Path, nj: int) -> int:
-    """Join the tables of the ``nj`` jobs of :func:`format_dir` into ``dst``; returns the kept count."""
+def merge_jobs(src: Path, dst: Path, nj: int, fs: int, min_dur: float, max_dur: float, on_bad: str) -> int:
+    """Join the tables of the ``nj`` jobs of :func:`format_dir` (run with the same options) into
+    ``dst``; returns the kept count. A job that did not finish, or finished for other inputs or
+    options, is an error naming it."""
     src, dst = Path(src), Path(dst)
+    signature = format_signature(src, fs, min_dur, max_dur, on_bad)
+    if done_matches(dst / ".done", signature, str(dst)):
+        return _kept_count(dst)
     out_scp, num_samples, bad, n_keys = {}, {}, {}, 0
     for job in range(1, nj + 1):
         jdir = dst / f"split{nj}" / str(job)
         if not (jdir / ".done").is_file():
             raise FileNotFoundError(f"{jdir} is incomplete: format job {job} of {nj} did not finish; "
                                     f"rerun stage 2 (see its log in {dst}/logdir)")
-        n_keys += int((jdir / ".done").read_text())
+        if (jdir / ".done").read_text() != signature:
+            raise ValueError(f"{jdir} holds format job {job}'s outputs of other inputs or options than "
+                             f"{src} with these options (its .done differs); rerun stage 2's jobs")
+        n_keys += int((jdir / "num_keys").read_text())
         out_scp.update(read_table(jdir / "wav.scp"))
         num_samples.update(read_table(jdir / "utt2num_samples"))
         bad.update(read_table(jdir / "bad_utts"))
-    return _write_outputs(src, dst, out_scp, num_samples, bad, n_keys)
+    return _write_outputs(src, dst, out_scp, num_samples, bad, n_keys, signature,
+                          dst / "data" / audio_key(src, fs, min_dur, max_dur))
 
 
-def _write_outputs(src: Path, dst: Path, out_scp, num_samples, bad, n_total: int) -> int:
+def _remove_stale_audio(dst: Path, audio_dir: Path) -> None:
+    """Once a set is complete: remove the audio of other options or inputs (other keys' dirs, and
+    files of the layout before keys) and the temporary files a kill left in ``audio_dir``."""
+    for item in (dst / "data").iterdir():
+        if item.name == audio_dir.name:
+            continue
+        if item.is_dir():
+            shutil.rmtree(item)
+        else:
+            item.unlink()
+    for tmp in audio_dir.glob("*.tmp.wav"):
+        tmp.unlink()
+
+
+def _write_outputs(src: Path, dst: Path, out_scp, num_samples, bad, n_total: int, signature: str,
+                   audio_dir: Path) -> int:
+    """Write the set's tables, then ``.done`` (last: a kill before it leaves nothing finished)."""
     if not out_scp:
         write_table(dst / "bad_utts", bad)
         raise AudioError(f"{src}: no usable utterance left ({len(bad)} rejected; see {dst}/bad_utts)")
@@ -168,9 +230,13 @@ def _write_outputs(src: Path, dst: Path, out_scp, num_samples, bad, n_total: int
         table = read_table(src / name)
         if table:
             write_table(dst / name, {u: v for u, v in table.items() if u in out_scp})
+        else:  # not (or no longer) in the source: no stale copy
+            (dst / name).unlink(missing_ok=True)
     write_table(dst / "bad_utts", bad)
     if bad:
         logging.warning(f"{src}: dropped {len(bad)} of {n_total} utterance(s); see {dst}/bad_utts")
+    _remove_stale_audio(dst, audio_dir)
+    atomic_write_text(dst / ".done", signature)
     return len(out_scp)
 
 
@@ -191,7 +257,7 @@ def main(argv: Sequence[str] = None) -> None:
         p.error(f"--nj must be >= 1, got {args.nj}")
     logging.basicConfig(level="INFO", format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
     if args.merge is not None:
-        n = merge_jobs(args.src, args.out, args.merge)
+        n = merge_jobs(args.src, args.out, args.merge, args.fs, args.min_dur, args.max_dur, args.on_bad)
     else:
         if args.job is not None and not 1 <= args.job <= args.nj:
             p.error(f"--job {args.job} is outside 1..--nj {args.nj}")

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile
@@ -43,14 +45,82 @@ def test_error_policy_names_the_utterance(tmp_path):
         format_dir(src, tmp_path / "dump", 16000, 0.2, 30, "error")
 
 
-def test_rerun_keeps_finished_files(tmp_path):
+def formatted(dst, utt):
+    """The formatted file of ``utt``, as ``dst/wav.scp`` lists it."""
+    return Path(dict(line.split(" ", 1) for line in (dst / "wav.scp").read_text().splitlines())[utt])
+
+
+def test_rerun_keeps_finished_files(tmp_path, caplog):
     src = make_dir(tmp_path)
     dst = tmp_path / "dump"
     format_dir(src, dst, 16000, 0.2, 30, "drop")
-    out = dst / "data" / "a-good.wav"
+    out = formatted(dst, "a-good")
     mtime = out.stat().st_mtime_ns
+    with caplog.at_level("INFO"):
+        assert format_dir(src, dst, 16000, 0.2, 30, "drop") == 1
+    assert "complete for these inputs" in caplog.text
+    (dst / ".done").unlink()  # killed before the end: the finished files are kept
+    assert format_dir(src, dst, 16000, 0.2, 30, "drop") == 1
+    assert out.stat().st_mtime_ns == mtime and (dst / ".done").is_file()
+
+
+@pytest.mark.parametrize("change", ["fs", "min_dur", "max_dur", "wav.scp", "segments"])
+def test_other_options_or_inputs_redo_the_work_and_leave_no_stale_file(tmp_path, change, caplog):
+    """Stage 2 must not reuse files formatted under other --fs/--min_dur/--max_dur or another
+    wav.scp/segments (issue 13): each rerun's outputs equal a fresh run's."""
+    src = make_dir(tmp_path)
+    dst = tmp_path / "dump"
     format_dir(src, dst, 16000, 0.2, 30, "drop")
-    assert out.stat().st_mtime_ns == mtime
+    old_file = formatted(dst, "a-good")
+    opts = dict(fs=16000, min_dur=0.2, max_dur=30)
+    if change == "fs":
+        opts["fs"] = 8000
+    elif change == "min_dur":
+        opts["min_dur"] = 2.0  # drops a-good (1 s), kept before: no usable utterance left
+    elif change == "max_dur":
+        opts["max_dur"] = 0.5
+    elif change == "wav.scp":  # same ids and paths count, other audio behind a-good
+        soundfile.write(tmp_path / "other.wav", speechlike(0.7, seed=9).numpy(), 16000)
+        (src / "wav.scp").write_text((src / "wav.scp").read_text().replace(f"{tmp_path}/good.wav",
+                                                                           f"{tmp_path}/other.wav"))
+    else:  # segments: a-good becomes its first half
+        (src / "segments").write_text("a-good a-good 0 0.5\n")
+    fresh = tmp_path / "fresh"
+    with caplog.at_level("WARNING"):
+        try:
+            n_fresh = format_dir(src, fresh, opts["fs"], opts["min_dur"], opts["max_dur"], "drop")
+        except AudioError:
+            n_fresh = None
+        try:
+            n = format_dir(src, dst, opts["fs"], opts["min_dur"], opts["max_dur"], "drop")
+        except AudioError:
+            n = None
+    assert n == n_fresh and "(.done differs); redoing the job" in caplog.text
+    assert not (dst / ".done").is_file() if n is None else (dst / ".done").is_file()
+    for name in ("bad_utts",) + (("utt2num_samples", "text") if n else ()):
+        assert (dst / name).read_text() == (fresh / name).read_text(), name
+    if n:
+        new_file = formatted(dst, "a-good")
+        assert new_file != old_file and not old_file.exists()  # the stale file is gone
+        assert new_file.read_bytes() == formatted(fresh, "a-good").read_bytes()
+
+
+def test_merge_refuses_a_job_of_other_options(tmp_path):
+    from espnet2_almtok.recipe.format_data import merge_jobs
+
+    src = make_dir(tmp_path)
+    dst = tmp_path / "dump"
+    for job in (1, 2):
+        format_dir(src, dst, 16000, 0.2, 30, "drop", nj=2, job=job)
+    format_dir(src, dst, 8000, 0.2, 30, "drop", nj=2, job=2)  # job 2 rerun alone under --fs 8000
+    with pytest.raises(ValueError, match=r"split2/1 holds format job 1's outputs of other inputs or options"):
+        merge_jobs(src, dst, 2, 8000, 0.2, 30, "drop")
+    with pytest.raises(ValueError, match=r"split2/2 holds format job 2's outputs of other inputs or options"):
+        merge_jobs(src, dst, 2, 16000, 0.2, 30, "drop")
+    assert not (dst / ".done").exists()
+    format_dir(src, dst, 8000, 0.2, 30, "drop", nj=2, job=1)
+    assert merge_jobs(src, dst, 2, 8000, 0.2, 30, "drop") == 1 and (dst / ".done").is_file()
+    assert soundfile.info(str(formatted(dst, "a-good"))).samplerate == 8000
 
 
 def test_per_utterance_tables_are_carried_over_for_kept_utterances(tmp_path):
@@ -141,7 +211,7 @@ def test_piped_wav_scp_entries_run_as_commands(tmp_path):
                                  f"u4 true |\n")
     dst = tmp_path / "dump"
     assert format_dir(src, dst, 16000, 0.1, 30, "drop") == 1
-    out, sr = soundfile.read(dst / "data" / "u1.wav")
+    out, sr = soundfile.read(formatted(dst, "u1"))
     np.testing.assert_allclose(out, wav, atol=1e-4)
     bad = dict(line.split(" ", 1) for line in (dst / "bad_utts").read_text().splitlines())
     assert "wav.scp command `cat" in bad["u2"] and "failed (exit code 1)" in bad["u2"] and "missing.wav" in bad["u2"]
@@ -166,10 +236,11 @@ def test_parallel_jobs_and_merge_equal_one_run(tmp_path):
     for job in (1, 2, 3):
         main(["--in", str(src), "--out", str(par), "--fs", "16000", "--min_dur", "0.2", "--max_dur", "30",
               "--on_bad", "drop", "--nj", "3", "--job", str(job)])
-    assert merge_jobs(src, par, 3) == 1
+    assert merge_jobs(src, par, 3, 16000, 0.2, 30, "drop") == 1
     for name in ("text", "utt2num_samples", "bad_utts"):
         assert (par / name).read_text() == (one / name).read_text(), name
     assert (par / "wav.scp").read_text() == (one / "wav.scp").read_text().replace(str(one), str(par))
+    (par / ".done").unlink()  # the set not complete, and job 2 killed
     (par / "split3" / "2" / ".done").unlink()
     with pytest.raises(FileNotFoundError, match="format job 2 of 3 did not finish"):
-        merge_jobs(src, par, 3)
+        merge_jobs(src, par, 3, 16000, 0.2, 30, "drop")
