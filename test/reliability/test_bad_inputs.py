@@ -1,0 +1,411 @@
+"""Fault injection: the bad inputs a new user gives, each with the clear error it must get (one
+that names the file, utterance or option) or the right result (issue 13).
+
+Each row of :data:`CASES` is one input; ``python -m pytest test/reliability -m "not slow"
+--collect-only -q`` counts them (the README quotes the figure). Cases that a test elsewhere
+already covers exactly are not repeated here (paths under test/espnet2_almtok/):
+
+- missing or empty wav.scp, no .done after it (codec_inference):
+  bin/test_codec_inference.py::test_missing_or_empty_wav_scp_is_an_error_and_marks_nothing_done
+- decoding rerun with other inputs or options:
+  bin/test_codec_inference.py::test_a_rerun_with_other_inputs_redoes_the_job_and_the_same_inputs_skip
+- two decoding jobs on one output dir (lock):
+  bin/test_codec_inference.py::test_a_second_job_on_the_same_output_dir_is_refused
+- crafted pickle in an exp dir (from_pretrained), truncated model file (load_state_dict):
+  test_api.py::test_a_crafted_model_file_is_refused_without_running_code
+- a checkpoint of another config: test_api.py::test_checkpoint_of_another_config_is_rejected
+- empty, silent, NaN or inf audio: test_api.py::test_bad_audio_is_named_and_explained
+- (T, C), (C, T), int16, path and square layouts: test_api.py::test_common_array_layouts_are_read_as_one_clip
+- window 4.5, "4", True and w=11; float or out-of-range codes:
+  test_api.py::test_a_fractional_or_non_numeric_window_is_refused, ::test_unsupported_rate_and_window_and_codes
+- n_q 0, -1, 4, 1.5, True in the quantizer: codec/test_quantizer.py::test_n_q_outside_the_models_codebooks_is_refused
+- missing, non-YAML or binary model_info config: bin/test_lm.py::test_model_info_names_a_bad_config
+- bad wav.scp entries, segments and pipes in stage 2: recipe/test_format_data.py (drop and error policies)
+- stage 2 rerun under other options or inputs:
+  recipe/test_format_data.py::test_other_options_or_inputs_redo_the_work_and_leave_no_stale_file
+- unreadable or clashing files in stage 1:
+  recipe/test_data_prep.py::test_audio_dir_gives_distinct_files_distinct_ids_and_skips_unreadable
+- bit-flipped or corrupted packed weights:
+  recipe/test_pack.py::test_a_bit_flipped_weights_member_is_refused_naming_the_zip_and_the_member,
+  ::test_a_corrupted_zip_entry_is_refused_naming_the_member
+- options re-read as shell code by utils/run_jobs.sh:
+  test/utils/test_shell_utils.py::test_run_jobs_never_rereads_arguments_as_shell
+"""
+
+import hashlib
+import re
+import shutil
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import yaml
+
+from conftest import DEBUG_CONFIG, speechlike
+from espnet2_almtok.audio import AudioError
+
+
+class RunsCode:
+    """Unpickling this (``weights_only=False``) calls ``Path.touch(target)``: a crafted model file."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return Path.touch, (Path(self.target),)
+
+
+def generator_state(tok) -> dict:
+    return {f"codec.generator.{k}": v for k, v in tok.generator.state_dict().items()}
+
+
+def write_zip(path: Path, members: dict) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    """An exp dir (debug config, untrained generator), its packed zip, a crafted exp dir and zip,
+    and audio files: a good clip, an all-zero one and a text file named .wav."""
+    from espnet2_almtok import ALMTokenizer
+    from espnet2_almtok.recipe import pack
+    from espnet2_almtok.tasks.codec import ALMTokCodecTask
+
+    root = tmp_path_factory.mktemp("bad_inputs")
+    tok = ALMTokenizer.from_config(DEBUG_CONFIG, use_priors=False)
+    exp = root / "exp"
+    exp.mkdir()
+    shutil.copy(DEBUG_CONFIG, exp / "config.yaml")
+    state = generator_state(tok)
+    torch.save(state, exp / "model.pth")
+    packed = pack.pack(exp, root / "almtok_packed.zip")
+
+    marker = root / "pwned"  # what the crafted files would create if unpickled
+    crafted = root / "crafted_exp"  # with the full config ESPnet's build_model_from_file reads
+    crafted.mkdir()
+    conf = vars(ALMTokCodecTask.get_parser().parse_args(["--config", str(DEBUG_CONFIG)]))
+    conf["codec_conf"]["generator_params"]["codebook_init"] = None
+    (crafted / "config.yaml").write_text(yaml.safe_dump(conf))
+    torch.save({**state, "payload": RunsCode(marker)}, crafted / "model.pth")
+    with zipfile.ZipFile(packed) as zf:  # the packed zip with the crafted weights, its sha256 updated
+        members = {n: zf.read(n) for n in zf.namelist()}
+    members["almtok/model.pth"] = (crafted / "model.pth").read_bytes()
+    meta = yaml.safe_load(members["meta.yaml"])
+    meta["sha256"]["almtok/model.pth"] = hashlib.sha256(members["almtok/model.pth"]).hexdigest()
+    members["meta.yaml"] = yaml.safe_dump(meta).encode()
+    crafted_zip = write_zip(root / "crafted.zip", members)
+
+    soundfile.write(root / "good.wav", speechlike(0.5, seed=1).numpy(), 16000)
+    soundfile.write(root / "zeros.wav", np.zeros(8000, np.float32), 16000)
+    (root / "junk.wav").write_text("not audio")
+    return SimpleNamespace(root=root, tok=tok, exp=exp, state=state, packed=packed, marker=marker,
+                           crafted=crafted, crafted_zip=crafted_zip)
+
+
+def test_the_crafted_model_file_is_armed(ctx, tmp_path):
+    """The crafted file does run code when unpickled without ``weights_only`` (so the cases below,
+    which assert that nothing ran, can fail)."""
+    armed = tmp_path / "crafted.pth"
+    torch.save({"payload": RunsCode(tmp_path / "ran")}, armed)
+    torch.load(armed, weights_only=False)
+    assert (tmp_path / "ran").exists()
+
+
+# ---------------------------------------------------------------------------- the cases
+def inference(ctx, scp_text=None, *extra, model=None, out="out", scp=None):
+    """codec_inference on a wav.scp holding ``scp_text`` (or the path ``scp``); returns the out dir."""
+    from espnet2_almtok.bin import codec_inference
+
+    if scp is None:
+        scp = ctx.case_dir / "wav.scp"
+        scp.write_text(scp_text.format(root=ctx.root))
+    out = ctx.case_dir / out
+    ctx.out = out
+    codec_inference.main(["--model_dir", str(model or ctx.exp), "--data_path_and_name_and_type",
+                          f"{scp},audio,sound", "--output_dir", str(out), *(extra or ("--window", "4"))])
+
+
+def exp_with(ctx, name: str, data) -> Path:
+    """A copy of the exp dir whose file ``name`` holds ``data`` (bytes, or an object to torch.save)."""
+    exp = ctx.case_dir / "exp"
+    shutil.copytree(ctx.exp, exp)
+    if isinstance(data, bytes):
+        (exp / name).write_bytes(data)
+    else:
+        torch.save(data, exp / name)
+    return exp
+
+
+def exp_without(ctx, name: str) -> Path:
+    """A copy of the exp dir without its file ``name``."""
+    exp = exp_with(ctx, name, b"")
+    (exp / name).unlink()
+    return exp
+
+
+def from_pretrained(path, **kw):
+    from espnet2_almtok import ALMTokenizer
+
+    return ALMTokenizer.from_pretrained(path, **kw)
+
+
+def model_bytes(ctx) -> bytes:
+    return (ctx.exp / "model.pth").read_bytes()
+
+
+def gan_coding(ctx, **kw):
+    from espnet2_almtok.bin.gan_codec_inference import ALMTokAudioCoding
+
+    return ALMTokAudioCoding(**kw)
+
+
+def gan_from_tag(tag):
+    from espnet2_almtok.bin.gan_codec_inference import ALMTokAudioCoding
+
+    return ALMTokAudioCoding.from_pretrained(model_tag=str(tag))
+
+
+def format_cli(ctx, *args):
+    from espnet2_almtok.recipe import format_data
+
+    src = ctx.case_dir / "data"
+    src.mkdir(exist_ok=True)
+    format_data.main(["--in", str(src), "--out", str(ctx.case_dir / "dump"), *args])
+
+
+def model_info(path):
+    from espnet2_almtok.bin import model_info as mi
+
+    mi.main(["--config", str(path)])
+
+
+def write(ctx, name, text) -> Path:
+    path = ctx.case_dir / name
+    path.write_text(text)
+    return path
+
+
+def pack_exp(ctx, exp):
+    from espnet2_almtok.recipe import pack
+
+    return pack.pack(exp, ctx.case_dir / "packed.zip")
+
+
+def load_init_param(ctx, model_file):
+    """What ``--init_param`` (recipe stage 6) does in our trainers: ESPnet's load_pretrained_model,
+    as AbsTask.main_worker calls it."""
+    import espnet2.tasks.abs_task as abs_task
+
+    import espnet2_almtok.tasks.codec  # noqa: F401 (our trainers import it)
+
+    abs_task.load_pretrained_model(init_param=f"{model_file}:::", model=torch.nn.Linear(2, 2),
+                                   ignore_init_mismatch=False, map_location="cpu")
+
+
+def build_lm_from_file(ctx, model_file):
+    """ESPnet's build_model_from_file of our LM task (what ESPnet's tools call with a model file;
+    the file is checked before the config is read)."""
+    from espnet2_almtok.tasks.lm import ALMTokLMTask
+
+    ALMTokLMTask.build_model_from_file(ctx.crafted / "config.yaml", model_file, "cpu")
+
+
+def encode(ctx, wav, **kw):
+    return ctx.tok.encode(wav, **{"sample_rate": 16000, **kw})
+
+
+def decode(ctx, codes, **kw):
+    return ctx.tok.decode(codes, **kw)
+
+
+def codes(*shape, value=0):
+    return torch.full(shape, value, dtype=torch.long)
+
+
+# (id, action(ctx), exception type, regex the message must match: it names the file/utt/option)
+CASES = [
+    # -- codec_inference: bad wav.scp, audio, key file, options. Each leaves no .done.
+    ("scp-line-without-path", lambda c: inference(c, "u1\n"), ValueError, r"wav.scp: utterance u1 has no path"),
+    ("scp-duplicate-id", lambda c: inference(c, "u1 {root}/good.wav\nu1 {root}/good.wav\n"), ValueError,
+     r"wav.scp:2: utterance u1 appears twice"),
+    ("scp-is-a-directory", lambda c: inference(c, scp=c.root), FileNotFoundError,
+     r"wav.scp .*bad_inputs\d* does not exist; check --data_path_and_name_and_type"),
+    ("audio-missing", lambda c: inference(c, "u1 {root}/nope.wav\n"),
+     AudioError, r"u1: audio file .*nope.wav does not exist"),
+    ("audio-not-audio", lambda c: inference(c, "u1 {root}/junk.wav\n"), AudioError,
+     r"u1: .*junk.wav is not readable audio.*convert it"),
+    ("audio-all-zeros", lambda c: inference(c, "u1 {root}/good.wav\nu2 {root}/zeros.wav\n"), AudioError,
+     r"u2: .*all zeros"),
+    ("audio-piped-entry", lambda c: inference(c, "u1 cat {root}/good.wav |\n"), AudioError,
+     r"u1: piped wav.scp entries are not supported here; run the recipe's format stage"),
+    ("key-file-key-missing",
+     lambda c: inference(c, "u1 {root}/good.wav\n", "--key_file", str(write(c, "keys", "u9\n"))),
+     KeyError, r"1 key\(s\) of the key file are not in .*wav.scp, e.g. \['u9'\]"),
+    ("window-untrained", lambda c: inference(c, "u1 {root}/good.wav\n", "--window", "11"), ValueError,
+     r"window w=11 was not trained; this model supports w in \[2, 3"),
+    ("window-fractional-cli", lambda c: inference(c, "u1 {root}/good.wav\n", "--window", "4.5"), SystemExit, r"^2$"),
+    ("model-dir-missing", lambda c: inference(c, "u1 {root}/good.wav\n", model=c.root / "no_exp"), FileNotFoundError,
+     r"codec model .*no_exp does not exist"),
+    ("model-file-corrupted-cli",
+     lambda c: inference(c, "u1 {root}/good.wav\n", model=exp_with(c, "model.pth", b"\0" * 64)),
+     ValueError, r"exp/model.pth is not a readable PyTorch file"),
+    # -- model files: truncated, corrupted, wrong content; each error names the file
+    ("pth-empty", lambda c: from_pretrained(exp_with(c, "model.pth", b"")), ValueError,
+     r"exp/model.pth is not a readable PyTorch file \(truncated or corrupted\?\)"),
+    ("pth-random-bytes", lambda c: from_pretrained(exp_with(c, "model.pth", np.random.default_rng(0).bytes(4096))),
+     ValueError, r"exp/model.pth is not a readable PyTorch file"),
+    ("pth-truncated-in-the-middle",
+     lambda c: from_pretrained(exp_with(c, "model.pth", model_bytes(c)[: len(model_bytes(c)) // 2])),
+     ValueError, r"exp/model.pth is not a readable PyTorch file"),
+    ("pth-a-bare-tensor", lambda c: from_pretrained(exp_with(c, "model.pth", torch.zeros(3))), ValueError,
+     r"exp/model.pth is not a state dict of tensors \(got Tensor\)"),
+    ("pth-plain-values", lambda c: from_pretrained(exp_with(c, "model.pth", {"lr": 0.1})), ValueError,
+     r"exp/model.pth is not a state dict of tensors"),
+    ("pth-no-generator-weights", lambda c: from_pretrained(exp_with(c, "model.pth", {"x.weight": torch.zeros(2)})),
+     ValueError, r"exp/model.pth holds no ALMTokenizer generator weights"),
+    ("config-not-yaml", lambda c: from_pretrained(exp_with(c, "config.yaml", b"a: [unclosed")), ValueError,
+     r"config .*exp/config.yaml is not a YAML file"),
+    ("config-a-list", lambda c: from_pretrained(exp_with(c, "config.yaml", b"- a\n- b\n")), ValueError,
+     r"config .*exp/config.yaml holds a list, not a mapping of options"),
+    ("config-other-codec", lambda c: from_pretrained(exp_with(c, "config.yaml", b"codec: dac\n")), ValueError,
+     r"exp/config.yaml configures codec 'dac'"),
+    ("exp-without-weights", lambda c: from_pretrained(exp_without(c, "model.pth")), FileNotFoundError,
+     r"no model file in .*exp: looked for model.pth"),
+    ("zip-truncated", lambda c: from_pretrained(write_zip_bytes(c, c.packed.read_bytes()[:2000])), ValueError,
+     r"cut.zip is a file but not a readable zip \(a truncated or corrupted download\?\): re-download"),
+    ("zip-without-config", lambda c: from_pretrained(write_zip(c.case_dir / "x.zip", {"a/model.pth": model_bytes(c)})),
+     FileNotFoundError, r"x.zip holds no config.yaml"),
+    ("zip-model-file-not-inside", lambda c: from_pretrained(c.packed, model_file="latest.pth"), FileNotFoundError,
+     r"almtok_packed.zip holds no latest.pth beside almtok/config.yaml"),
+    ("zip-truncated-espnet-inference", lambda c: gan_from_tag(write_zip_bytes(c, c.packed.read_bytes()[:2000])),
+     ValueError, r"cut.zip is not a local packed .zip"),
+    ("pack-exp-without-weights", lambda c: pack_exp(c, exp_without(c, "model.pth")), FileNotFoundError,
+     r"no model file in .*exp"),
+    ("pack-exp-without-config", lambda c: pack_exp(c, exp_without(c, "config.yaml")), FileNotFoundError,
+     r"exp/config.yaml"),
+    # -- crafted pickles: never executed (the marker file is checked after every case), refused naming the file
+    ("pickle-packed-zip", lambda c: from_pretrained(c.crafted_zip), ValueError,
+     r"crafted.zip:almtok/model.pth holds objects other than tensors"),
+    ("pickle-codec-inference", lambda c: inference(c, "u1 {root}/good.wav\n", model=c.crafted), ValueError,
+     r"crafted_exp/model.pth holds objects other than tensors"),
+    ("pickle-espnet-inference", lambda c: gan_coding(c, train_config=c.crafted / "config.yaml",
+                                                     model_file=c.crafted / "model.pth"), ValueError,
+     r"crafted_exp/model.pth holds objects other than tensors"),
+    ("pickle-espnet-inference-zip", lambda c: gan_from_tag(c.crafted_zip), ValueError,
+     r"model.pth holds objects other than tensors"),
+    ("pickle-packing", lambda c: pack_exp(c, c.crafted),
+     ValueError, r"crafted_exp/model.pth holds objects other than tensors"),
+    ("pickle-init-param", lambda c: load_init_param(c, c.crafted / "model.pth"), ValueError,
+     r"crafted_exp/model.pth holds objects other than tensors"),
+    ("pickle-lm-task-build-model-from-file", lambda c: build_lm_from_file(c, c.crafted / "model.pth"), ValueError,
+     r"crafted_exp/model.pth holds objects other than tensors"),
+    # -- codes to decode
+    ("codes-zero-length", lambda c: decode(c, codes(1, 3, 0)), ValueError, r"codes of shape \(1, 3, 0\) hold no token"),
+    ("codes-zero-length-2d", lambda c: decode(c, codes(3, 0)), ValueError, r"codes of shape \(1, 3, 0\) hold no token"),
+    ("codes-empty-batch", lambda c: decode(c, codes(0, 3, 5)), ValueError, r"codes of shape \(0, 3, 5\) hold no token"),
+    ("codes-no-codebook", lambda c: decode(c, codes(1, 0, 5)), ValueError, r"codes have 0 codebooks"),
+    ("codes-too-many-codebooks", lambda c: decode(c, codes(1, 4, 5)),
+     ValueError, r"codes have 4 codebooks, the model has 3"),
+    ("codes-negative", lambda c: decode(c, codes(1, 3, 5, value=-1)),
+     ValueError, r"codes out of range \[0, 64\): min=-1"),
+    ("codes-1d", lambda c: decode(c, codes(5)), ValueError, r"codes must be \(B, n_q, N\), got shape \(5,\)"),
+    ("codes-4d", lambda c: decode(c, codes(1, 1, 3, 5)), ValueError, r"codes must be \(B, n_q, N\)"),
+    ("decode-window-0", lambda c: decode(c, codes(1, 3, 2), window=0), ValueError, r"window w=0 was not trained"),
+    ("decode-window-fractional", lambda c: decode(c, codes(1, 3, 2), window=4.5), ValueError,
+     r"window must be an integer .*got 4.5"),
+    # -- n_q and window through the API (the quantizer's own checks are tested in test_quantizer.py)
+    ("n_q-0", lambda c: encode(c, speechlike(0.3), n_q=0), ValueError, r"n_q must be an integer in 1..3 .*got 0"),
+    ("n_q-minus-1", lambda c: encode(c, speechlike(0.3), n_q=-1),
+     ValueError, r"n_q must be an integer in 1..3 .*got -1"),
+    ("n_q-above-the-models", lambda c: encode(c, speechlike(0.3), n_q=4),
+     ValueError, r"n_q must be an integer in 1..3 .*got 4"),
+    ("n_q-a-string", lambda c: encode(c, speechlike(0.3), n_q="2"),
+     ValueError, r"n_q must be an integer in 1..3 .*got '2'"),
+    ("window-0", lambda c: encode(c, speechlike(0.3), window=0), ValueError, r"window w=0 was not trained"),
+    ("window-negative", lambda c: encode(c, speechlike(0.3), window=-4), ValueError, r"window w=-4 was not trained"),
+    ("window-none", lambda c: encode(c, speechlike(0.3), window=None), ValueError, r"window must be an integer"),
+    # -- audio layouts
+    ("audio-4d", lambda c: encode(c, np.zeros((2, 2, 2, 100))),
+     AudioError, r"input: expected \(T,\), \(C, T\), \(T, C\), \(B, C, T\)"),
+    ("audio-empty-2d", lambda c: encode(c, np.zeros((1, 0))),
+     AudioError, r"input: the audio is empty \(shape \(1, 0\)\)"),
+    ("audio-empty-list", lambda c: encode(c, []), AudioError, r"input: no clips to encode"),
+    ("audio-none-in-a-list", lambda c: encode(c, [speechlike(0.3).numpy(), None]), AudioError,
+     r"clip 1: expected an array of audio samples, got NoneType"),
+    ("audio-complex", lambda c: encode(c, np.ones(1600, np.complex64)),
+     AudioError, r"input: expected an array of audio samples"),
+    ("audio-int64", lambda c: encode(c, np.ones(1600, np.int64)), AudioError, r"input: .*int64 have no PCM scale"),
+    ("audio-silent-clip-in-a-batch",
+     lambda c: encode(c, torch.stack([speechlike(0.3).view(1, -1), torch.zeros(1, 4800)])),
+     AudioError, r"clip 1: the audio is all zeros"),
+    ("audio-path-missing", lambda c: encode(c, str(c.root / "nope.wav"), sample_rate=None), AudioError,
+     r"audio file .*nope.wav does not exist"),
+    ("audio-path-not-audio", lambda c: encode(c, c.root / "junk.wav", sample_rate=None), AudioError,
+     r"junk.wav is not readable audio"),
+    # -- model_info and format_data options
+    ("model_info-yaml-list", lambda c: model_info(write(c, "c.yaml", "- a\n- b\n")), SystemExit, r"^2$"),
+    ("format-nj-0", lambda c: format_cli(c, "--nj", "0"), SystemExit, r"^2$"),
+    ("format-job-outside-nj", lambda c: format_cli(c, "--nj", "2", "--job", "3"), SystemExit, r"^2$"),
+    ("format-no-wav-scp", lambda c: format_cli(c), FileNotFoundError, r"data/wav.scp is missing or empty; run stage 1"),
+]
+
+# What the stderr of the SystemExit cases must say (argparse errors name the option).
+SYSTEM_EXIT_SAYS = {
+    "window-fractional-cli": "argument --window: invalid int value: '4.5'",
+    "model_info-yaml-list": "c.yaml holds no codec_conf or lm_conf",
+    "format-nj-0": "--nj must be >= 1, got 0",
+    "format-job-outside-nj": "--job 3 is outside 1..--nj 2",
+}
+
+
+def write_zip_bytes(ctx, data: bytes) -> Path:
+    path = ctx.case_dir / "cut.zip"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("action, error, says", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_a_bad_input_gets_a_clear_error(ctx, tmp_path, capsys, request, action, error, says):
+    ctx.case_dir, ctx.out = tmp_path, None
+    with pytest.raises(error) as e:
+        action(ctx)
+    message = str(e.value.code) if isinstance(e.value, SystemExit) else str(e.value)
+    assert re.search(says, message), message
+    case = request.node.callspec.id
+    if case in SYSTEM_EXIT_SAYS:
+        assert SYSTEM_EXIT_SAYS[case] in capsys.readouterr().err
+    assert not ctx.marker.exists(), "a crafted model file ran code"
+    if ctx.out is not None:  # a failed decoding job marks nothing done
+        assert not (ctx.out / ".done").exists()
+
+def test_a_good_init_param_and_model_file_still_load_through_the_checks(ctx, tmp_path):
+    """The weights_only checks in front of ESPnet's loaders let real model files through."""
+    import espnet2.tasks.abs_task as abs_task
+
+    from espnet2_almtok.tasks.lm import ALMTokLMTask  # noqa: F401 (installs the --init_param check)
+
+    src, dst = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    torch.save(src.state_dict(), tmp_path / "init.pth")
+    abs_task.load_pretrained_model(init_param=f"{tmp_path / 'init.pth'}", model=dst, ignore_init_mismatch=False,
+                                   map_location="cpu")
+    assert torch.equal(dst.weight, src.weight)
+    assert abs_task.load_pretrained_model.weights_only_checked
+    ctx.case_dir = tmp_path
+    model, _ = gan_coding_model(ctx)
+    loaded = dict(model.state_dict())
+    assert all(torch.equal(loaded[k], v) for k, v in ctx.state.items())
+
+
+def gan_coding_model(ctx):
+    """ESPnet's build_model_from_file (our task) on the crafted exp's config with good weights."""
+    from espnet2_almtok.bin.gan_codec_inference import ALMTokInferenceTask
+
+    torch.save(ctx.state, ctx.case_dir / "good.pth")
+    return ALMTokInferenceTask.build_model_from_file(ctx.crafted / "config.yaml", ctx.case_dir / "good.pth", "cpu")

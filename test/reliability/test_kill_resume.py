@@ -1,0 +1,210 @@
+"""Kill -9, then rerun: the outputs are byte-identical to an uninterrupted run (issue 13).
+
+Decoding (``codec_inference``, recipe stage 7) and data formatting (``format_data``, stage 2)
+are run in a subprocess that is sent SIGKILL at a chosen point: the Nth call of a function
+(:data:`DRIVER` wraps it: before the call, after it, or after it with the file it wrote cut in
+half, a torn write), or from outside while it works. Then the same command is rerun to the
+end and every output file is compared with those of a run that was never interrupted. Each
+entry of :data:`DECODE_KILLS` / :data:`FORMAT_KILLS` is one kill point (the README quotes the
+count).
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from conftest import DEBUG_CONFIG, ROOT, speechlike
+
+pytestmark = pytest.mark.slow
+
+# python -c DRIVER MODULE ATTR NTH WHEN MAIN_MODULE ARGS...: run MAIN_MODULE.main(ARGS) with
+# MODULE.ATTR (ATTR may be Class.method) wrapped to SIGKILL this process at its NTH call. WHEN:
+# "before" the call, "after" it, "torn" (after it, with the file named by its first argument cut
+# to half its size), or "sleep" (never kill; sleep 0.3 s after each call: the test kills from outside).
+DRIVER = r"""
+import importlib, os, signal, sys, time
+module, attr, nth, when, main_module = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+args = sys.argv[6:]
+owner = importlib.import_module(module)
+*path, name = attr.split(".")
+for part in path:
+    owner = getattr(owner, part)
+original = getattr(owner, name)
+calls = [0]
+
+def die():
+    sys.stdout.flush(); sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def wrapped(*a, **k):
+    calls[0] += 1
+    if when == "before" and calls[0] == nth:
+        die()
+    result = original(*a, **k)
+    if when == "sleep":
+        time.sleep(0.3)
+    elif calls[0] == nth:
+        if when == "torn":
+            with open(a[0], "r+b") as f:
+                f.truncate(os.path.getsize(a[0]) // 2)
+        die()
+    return result
+
+setattr(owner, name, wrapped)
+importlib.import_module(main_module).main(args)
+"""
+
+
+def run_killed(module: str, attr: str, nth: int, when: str, main_module: str, args, watch=None) -> None:
+    """Run ``main_module`` with :data:`DRIVER`; it must die by SIGKILL. ``watch``: a callable that
+    says when to send SIGKILL from here (with ``when="sleep"``)."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'test'}"}
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, module, attr, str(nth), when, main_module,
+                             *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if watch is not None:
+        deadline = time.time() + 120
+        while proc.poll() is None and not watch() and time.time() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, f"not killed (rc {proc.returncode}): {err[-2000:]}"
+
+
+def snapshot(out: Path) -> dict:
+    """Every file under ``out`` (but the lock file) -> its bytes, with ``out``'s path replaced."""
+    files = {}
+    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.name != ".lock"):
+        data = path.read_bytes()
+        if path.suffix in ("", ".scp", ".yaml") or path.name in ("text", "utt2num_samples", "bad_utts", ".done"):
+            data = data.replace(str(out.resolve()).encode(), b"OUT")
+        files[str(path.relative_to(out))] = data
+    return files
+
+
+def assert_same(resumed: Path, reference: Path) -> None:
+    got, want = snapshot(resumed), snapshot(reference)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert got[name] == want[name], f"{name} differs after the kill and rerun"
+
+
+# ---------------------------------------------------------------------------- decoding (stage 7)
+@pytest.fixture(scope="module")
+def decode_setup(tmp_path_factory):
+    """An exp dir (debug config, untrained generator), a wav.scp of 6 clips, the reference
+    outputs of one uninterrupted run, and the codec_inference arguments (without --output_dir)."""
+    from espnet2_almtok import ALMTokenizer
+    from espnet2_almtok.bin import codec_inference
+
+    root = tmp_path_factory.mktemp("kill_decode")
+    exp = root / "exp"
+    exp.mkdir()
+    shutil.copy(DEBUG_CONFIG, exp / "config.yaml")
+    tok = ALMTokenizer.from_config(DEBUG_CONFIG, use_priors=False)
+    torch.save({f"codec.generator.{k}": v for k, v in tok.generator.state_dict().items()}, exp / "model.pth")
+    lines = []
+    for i in range(6):
+        soundfile.write(root / f"u{i}.wav", speechlike(0.4 + 0.1 * i, seed=i).numpy(), 16000, "PCM_16")
+        lines.append(f"u{i} {root / f'u{i}.wav'}\n")
+    (root / "wav.scp").write_text("".join(lines))
+    args = ["--model_dir", str(exp), "--data_path_and_name_and_type", f"{root / 'wav.scp'},audio,sound",
+            "--window", "4"]
+    reference = root / "reference"
+    codec_inference.main([*args, "--output_dir", str(reference)])
+    return args, reference
+
+
+M = "espnet2_almtok.bin.codec_inference"
+DECODE_KILLS = {  # id -> [(module, attr, nth, when), ...]: the kills before the final rerun
+    "mid-run-after-2-utterances": [(M, "DecodeJob.batch", 3, "before")],
+    "all-coded-nothing-moved": [(M, "write_meta", 1, "before")],
+    "outputs-moved-no-done-marker": [(M, "atomic_write_text", 1, "before")],
+    "twice-mid-run-then-before-the-move": [(M, "DecodeJob.batch", 2, "after"), (M, "write_meta", 1, "before")],
+    "from-outside-while-decoding": [(M, "DecodeJob.batch", 0, "sleep")],
+}
+
+
+@pytest.mark.parametrize("kills", DECODE_KILLS.values(), ids=DECODE_KILLS.keys())
+def test_decoding_killed_and_rerun_gives_the_uninterrupted_outputs(decode_setup, tmp_path, kills):
+    from espnet2_almtok.bin import codec_inference
+
+    args, reference = decode_setup
+    out = tmp_path / "out"
+    for module, attr, nth, when in kills:
+        watch = (lambda: len(list((out / "tmp" / "wav").glob("*.wav"))) >= 2) if when == "sleep" else None
+        run_killed(module, attr, nth, when, M, [*args, "--output_dir", str(out)], watch=watch)
+        assert not (out / ".done").exists()
+    codec_inference.main([*args, "--output_dir", str(out)])
+    assert not (out / "tmp").exists()
+    assert_same(out, reference)
+
+
+# ---------------------------------------------------------------------------- formatting (stage 2)
+@pytest.fixture(scope="module")
+def format_setup(tmp_path_factory):
+    """A data dir of 6 stereo 22.05 kHz clips and one unreadable file, and the reference outputs
+    of uninterrupted runs in one job and in two jobs + merge."""
+    from espnet2_almtok.recipe import format_data
+
+    root = tmp_path_factory.mktemp("kill_format")
+    src = root / "data"
+    src.mkdir()
+    scp, text = [], []
+    for i in range(6):
+        wav = speechlike(0.5 + 0.1 * i, sr=22050, seed=i).numpy()
+        soundfile.write(root / f"u{i}.wav", np.stack([wav, 0.5 * wav], 1), 22050)
+        scp.append(f"u{i} {root / f'u{i}.wav'}\n")
+        text.append(f"u{i} sentence {i}\n")
+    (root / "bad.wav").write_text("not audio")
+    scp.append(f"u9 {root / 'bad.wav'}\n")
+    text.append("u9 bad\n")
+    (src / "wav.scp").write_text("".join(scp))
+    (src / "text").write_text("".join(text))
+    opts = ["--in", str(src), "--fs", "16000", "--min_dur", "0.2", "--max_dur", "30", "--on_bad", "drop"]
+    one, two = root / "one", root / "two"
+    format_data.main([*opts, "--out", str(one)])
+    for job in (1, 2):
+        format_data.main([*opts, "--out", str(two), "--nj", "2", "--job", str(job)])
+    format_data.main([*opts, "--out", str(two), "--merge", "2"])
+    return opts, one, two
+
+
+F = "espnet2_almtok.recipe.format_data"
+FORMAT_KILLS = {  # id -> (--nj, [(module, attr, nth, when, job or None), ...])
+    "after-2-files": (1, [("os", "replace", 2, "after", None)]),
+    "torn-write-of-the-3rd-file": (1, [("soundfile", "write", 3, "torn", None)]),
+    "tables-written-no-done-marker": (1, [(F, "atomic_write_text", 1, "before", None)]),
+    "job-2-of-2-mid-run": (2, [("os", "replace", 1, "after", 2)]),
+}
+
+
+@pytest.mark.parametrize("nj, kills", FORMAT_KILLS.values(), ids=FORMAT_KILLS.keys())
+def test_formatting_killed_and_rerun_gives_the_uninterrupted_outputs(format_setup, tmp_path, nj, kills):
+    from espnet2_almtok.recipe import format_data
+
+    opts, one, two = format_setup
+    out = tmp_path / "out"
+    for module, attr, nth, when, job in kills:
+        if job is None:
+            run_killed(module, attr, nth, when, F, [*opts, "--out", out])
+        else:
+            for j in range(1, job):  # the jobs before it finished
+                format_data.main([*opts, "--out", str(out), "--nj", str(nj), "--job", str(j)])
+            run_killed(module, attr, nth, when, F, [*opts, "--out", out, "--nj", nj, "--job", job])
+        assert not (out / ".done").exists()
+    if nj == 1:
+        format_data.main([*opts, "--out", str(out)])
+    else:  # the recipe reruns every job, then merges
+        for j in range(1, nj + 1):
+            format_data.main([*opts, "--out", str(out), "--nj", str(nj), "--job", str(j)])
+        format_data.main([*opts, "--out", str(out), "--merge", str(nj)])
+    assert_same(out, one if nj == 1 else two)
