@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Codes in use per codebook along a short ALMTokenizer training (a diagnostic of codebook collapse).
 
-    python -m espnet2_almtok.bench.code_usage_trace --lambda_commit 1.0 --cpu_minutes 3
-    python -m espnet2_almtok.bench.code_usage_trace --lambda_commit 0.05 --cpu_minutes 3
+    python -m espnet2_almtok.bench.code_usage_trace --cpu_minutes 3
+    python -m espnet2_almtok.bench.code_usage_trace --cpu_minutes 3 --codebook_input_norm false --frame_norm false
+    python -m espnet2_almtok.bench.code_usage_trace --cpu_minutes 3 --codebook_input_norm false --lambda_commit 0.05
 
 Trains ``bin/compare``'s ``almtok`` system (frozen MFCC priors from ``--work_dir``, Adam 5e-4,
 4 x 0.5 s crops, one thread) on ``--data_dir``'s training set and prints, after each quarter of
@@ -14,6 +15,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from espnet2.utils.types import str2bool
 
 
 def main(argv=None) -> None:
@@ -22,6 +24,8 @@ def main(argv=None) -> None:
     p.add_argument("--work_dir", type=Path, default=Path("exp/compare"), help="bin/compare's (its priors/)")
     p.add_argument("--lambda_commit", type=float, default=1.0)
     p.add_argument("--cpu_minutes", type=float, default=3.0)
+    p.add_argument("--codebook_input_norm", type=str2bool, default=True, help="the generator option of that name")
+    p.add_argument("--frame_norm", type=str2bool, default=True, help="the generator option of that name")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -34,7 +38,10 @@ def main(argv=None) -> None:
     train = C.load_dir(args.data_dir / "train", 0, 0)
     test = C.english_speech(C.load_dir(args.data_dir / "test"))[:15]
     priors = C.extract_priors(cargs, args.data_dir / "train", 1024)
-    cut = C.build(C.System("almtok", priors=True, overrides={"lambda_commit": args.lambda_commit}), cargs, *priors)
+    gen = {"codebook_input_norm": args.codebook_input_norm, "frame_norm": args.frame_norm}
+    cut = C.build(C.System("almtok", priors=True, overrides={"lambda_commit": args.lambda_commit},
+                           generator_overrides=gen), cargs, *priors)
+    label = f"lambda_commit {args.lambda_commit}, codebook_input_norm {args.codebook_input_norm}, frame_norm {args.frame_norm}"
     setting = next(s for s in cut.settings if s.label == "w=4")
 
     def usage():
@@ -46,10 +53,10 @@ def main(argv=None) -> None:
 
     sampler = C.CropSampler(train, 4, 0.5, 0)
     trainer = BudgetTrainer(cut.codec, lr=5e-4)
-    print(f"lambda_commit {args.lambda_commit}: step 0, codes in use {usage()}", flush=True)
+    print(f"{label}: step 0, codes in use {usage()}", flush=True)
     for _ in range(4):
         trainer.run(args.cpu_minutes * 60 / 4, sampler)
-        print(f"lambda_commit {args.lambda_commit}: step {trainer.steps}, codes in use {usage()}", flush=True)
+        print(f"{label}: step {trainer.steps}, codes in use {usage()}", flush=True)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ class System:
     priors: bool = False  # ALMTokenizer: frozen MFCC k-means codebooks
     two_stage: bool = False  # ALMTokenizer: stage 2 for the last quarter of the budget
     overrides: Dict = field(default_factory=dict)  # codec_conf keys
+    generator_overrides: Dict = field(default_factory=dict)  # codec_conf.generator_params keys
     settings: Optional[Sequence[str]] = None  # scored settings (None: the lowest bitrate)
     untrained_baseline: bool = False  # also score the untrained model
     note: str = ""
@@ -189,6 +190,7 @@ def build(system: System, args, prior_files: Optional[List[str]], prior_dim: int
     conf = yaml.safe_load((args.config_dir / f"{system.config}.yaml").read_text())
     cc = conf["codec_conf"]
     cc.update(system.overrides)
+    cc["generator_params"].update(system.generator_overrides)
     if system.config == "almtok":
         gp = cc["generator_params"]
         if system.priors:

@@ -58,11 +58,16 @@ class ALMTokenizerGenerator(nn.Module):
         sample_rate: audio rate in Hz.
         hidden_dim: Transformer width ``C`` (also the patchify output width).
         patch_channels / patch_strides: Patchify stem width and strides (``prod = hop_length``).
+        frame_norm: LayerNorm on each patchified frame (see :class:`Patchify`): frames at the
+            scale of the Transformer's positions.
         encoder_layers / decoder_layers / num_heads / ff_mult / dropout: the Transformers.
         windows: the query windows ``w`` seen in training (one is sampled per batch).
         n_q / codebook_size / codebook_dim: the residual VQ (``codebook_dim`` = SSL width).
         codebook_init: per-layer ``.npy`` centroid files (semantic priors), or ``None``.
         codebook_frozen: per-layer (or one) freeze switch.
+        codebook_input_norm: standardise the projected queries to the first codebook's
+            per-dimension statistics before the lookup (``CodebookSpaceNorm``; keep it on: off,
+            the codes collapse onto one entry early in training).
         mae_mask_ratio: fraction of encoder-input frames masked for the MAE loss in training.
         mae_layers / n_mels: MAE head depth and its log-mel target width.
         ar_dim / ar_layers: the AR head's causal Transformer.
@@ -78,6 +83,7 @@ class ALMTokenizerGenerator(nn.Module):
         hidden_dim: int = 512,
         patch_channels: int = 32,
         patch_strides: Sequence[int] = (2, 4, 5, 8),
+        frame_norm: bool = True,
         encoder_layers: int = 8,
         decoder_layers: int = 8,
         num_heads: int = 8,
@@ -89,6 +95,7 @@ class ALMTokenizerGenerator(nn.Module):
         codebook_dim: int = 768,
         codebook_init: Optional[Sequence[Optional[str]]] = None,
         codebook_frozen: Union[bool, Sequence[bool]] = True,
+        codebook_input_norm: bool = True,
         mae_mask_ratio: float = 0.4,
         mae_layers: int = 1,
         n_mels: int = 80,
@@ -109,7 +116,7 @@ class ALMTokenizerGenerator(nn.Module):
         self.pad_margin_frames = pad_margin_frames
         self.inference_only = inference_only
 
-        self.patchify = Patchify(hidden_dim, patch_channels, patch_strides)
+        self.patchify = Patchify(hidden_dim, patch_channels, patch_strides, norm=frame_norm)
         self.hop_length = self.patchify.hop_length
         self.query_token = nn.Parameter(torch.randn(hidden_dim) * 0.02)
         mae_mask_token = torch.randn(hidden_dim) * 0.02  # drawn either way: the same weights follow
@@ -117,7 +124,7 @@ class ALMTokenizerGenerator(nn.Module):
             self.mae_mask_token = nn.Parameter(mae_mask_token)
         self.encoder = TransformerStack(hidden_dim, encoder_layers, num_heads, ff_mult, dropout)
         self.quantizer = ResidualVQ(hidden_dim, codebook_dim, codebook_size, n_q,
-                                    codebook_init, codebook_frozen)
+                                    codebook_init, codebook_frozen, codebook_input_norm)
         self.decoder_mask_token = nn.Parameter(torch.randn(hidden_dim) * 0.02)
         self.decoder = TransformerStack(hidden_dim, decoder_layers, num_heads, ff_mult, dropout)
         self.depatchify = DePatchify(hidden_dim, patch_channels, tuple(reversed(patch_strides)))

@@ -1,7 +1,8 @@
 """Residual vector quantizer whose codebooks start from semantic priors.
 
 A learned linear map takes encoder queries ``(B, N, C)`` into the codebook space ``(B, N, D)``
-(``D`` = the SSL feature width of the priors); ``n_q`` codebooks of ``K`` entries each quantize
+(``D`` = the SSL feature width of the priors), :class:`CodebookSpaceNorm` standardises it there
+(on by default; see its docstring for why); ``n_q`` codebooks of ``K`` entries each quantize
 the running residual; a second linear map returns ``(B, N, C)``. Each codebook can start from a
 ``(K, D)`` ``.npy`` of k-means centroids and be frozen (a buffer-like parameter with
 ``requires_grad=False``) or learned with the VQ-VAE codebook loss.
@@ -42,6 +43,46 @@ def masked_mse(x: torch.Tensor, y: torch.Tensor, mask: Optional[torch.Tensor]) -
         return err.mean()
     mask = mask.to(err.dtype)
     return (err * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+class CodebookSpaceNorm(nn.Module):
+    """Standardise projected encoder outputs ``(B, N, D)`` per dimension, then give them the
+    per-dimension mean and spread of the first codebook's rows.
+
+    Statistics come from the batch's real tokens in training and from running estimates
+    (updated with ``momentum``, as BatchNorm's) at inference, so a token's code depends on that
+    token only. ``update=False`` uses the running estimates in training too: the quantizer passes
+    it while its projection is frozen (stage 2), so the codes of a clip stay fixed.
+
+    Why: the semantic priors are k-means centroids of features that are normalised per
+    dimension (s3prl's MFCC/fbank upstreams apply CMVN; SSL layers have their own scale), while
+    the encoder's output drifts in offset and scale as it trains. Without this, that drift moves
+    every token towards one centroid: with frozen MFCC priors the first codebook fell from ~20
+    codes in use to one within 25-50 steps on real speech, whatever the learning rate or
+    commitment weight (``bench/code_usage_trace.py``).
+    """
+
+    def __init__(self, dim: int, target: torch.Tensor, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_var", torch.ones(dim))
+        self.register_buffer("target_mean", target.mean(0).detach().clone())
+        self.register_buffer("target_std", target.std(0).detach().clone().clamp(min=eps))
+
+    def forward(self, z: torch.Tensor, mask: Optional[torch.Tensor] = None, update: bool = True) -> torch.Tensor:
+        """``z`` ``(B, N, D)``; ``mask`` ``(B, N)`` True at real tokens (the statistics' tokens)."""
+        z = z.float()
+        real = z[mask] if mask is not None else z.reshape(-1, z.shape[-1])
+        if self.training and update and real.shape[0] > 1:
+            mean, var = real.mean(0), real.var(0, unbiased=False)
+            with torch.no_grad():
+                n = real.shape[0]
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (z - mean) * torch.rsqrt(var + self.eps) * self.target_std + self.target_mean
 
 
 class VectorQuantizer(nn.Module):
@@ -97,11 +138,14 @@ class ResidualVQ(nn.Module):
         n_q: number of residual layers.
         codebook_init: per-layer ``.npy`` paths of ``(K, D)`` centroids (``None`` entries = random).
         frozen: per-layer switch; a frozen codebook never changes.
+        input_norm: standardise the projected input (:class:`CodebookSpaceNorm`) to the first
+            codebook's per-dimension mean and spread; its statistics stop updating while
+            ``project_in`` is frozen.
     """
 
     def __init__(self, input_dim: int, codebook_dim: int, codebook_size: int, n_q: int = 3,
                  codebook_init: Optional[Sequence[Optional[str]]] = None,
-                 frozen: Union[bool, Sequence[bool]] = False):
+                 frozen: Union[bool, Sequence[bool]] = False, input_norm: bool = True):
         super().__init__()
         codebook_init = list(codebook_init) if codebook_init else [None] * n_q
         frozen = [bool(frozen)] * n_q if isinstance(frozen, (bool, int)) else list(frozen)
@@ -115,6 +159,7 @@ class ResidualVQ(nn.Module):
                 codebook_size, codebook_dim,
                 load_codebook(p, codebook_size, codebook_dim) if p else None, frozen=f)
             for p, f in zip(codebook_init, frozen))
+        self.input_norm = CodebookSpaceNorm(codebook_dim, self.layers[0].codebook) if input_norm else None
         self.n_q = n_q
         self.codebook_size = codebook_size
 
@@ -136,6 +181,8 @@ class ResidualVQ(nn.Module):
         """
         n_q = self.check_n_q(n_q)
         z = self.project_in(h)
+        if self.input_norm is not None:
+            z = self.input_norm(z, mask, update=self.project_in.weight.requires_grad)
         residual = z
         total = torch.zeros_like(z)
         codes: List[torch.Tensor] = []

@@ -225,7 +225,7 @@ def test_from_pretrained_holds_the_inference_generator_only_and_leaves_no_temp_d
         assert list(scratch.iterdir()) == []  # the zip's temporary directory is gone
         names = {n for n, _ in tok.named_modules()} | {n for n, _ in tok.named_parameters()}
         assert not any(("discriminator" in n or "mae" in n or "ar_head" in n) for n in names), names
-        used = sum(v.numel() for k, v in codec.generator.state_dict().items()
+        used = sum(p.numel() for k, p in codec.generator.named_parameters()
                    if not k.startswith(("mae_", "ar_head")))
         assert tok.num_parameters == used < sum(p.numel() for p in codec.generator.parameters())
         assert torch.equal(tok.encode(wav, 16000), codec.generator.encode(wav.view(1, 1, -1), 4))

@@ -10,7 +10,8 @@ def test_codes_are_the_nearest_centroid_of_a_known_codebook(tmp_path):
     centroids = rng.normal(size=(16, 8)).astype(np.float32)
     path = tmp_path / "prior.npy"
     np.save(path, centroids)
-    rvq = ResidualVQ(input_dim=8, codebook_dim=8, codebook_size=16, n_q=1, codebook_init=[str(path)], frozen=True)
+    rvq = ResidualVQ(input_dim=8, codebook_dim=8, codebook_size=16, n_q=1, codebook_init=[str(path)], frozen=True,
+                     input_norm=False)
     with torch.no_grad():  # identity projection: the lookup sees the input itself
         rvq.project_in.weight.copy_(torch.eye(8)); rvq.project_in.bias.zero_()
     x = torch.randn(2, 10, 8)
@@ -24,7 +25,7 @@ def test_codes_are_the_nearest_centroid_of_a_known_codebook(tmp_path):
 
 def test_residual_layers_reduce_the_error():
     torch.manual_seed(0)
-    rvq = ResidualVQ(8, 8, 64, n_q=3)
+    rvq = ResidualVQ(8, 8, 64, n_q=3, input_norm=False)
     with torch.no_grad():
         rvq.project_in.weight.copy_(torch.eye(8)); rvq.project_in.bias.zero_()
         rvq.project_out.weight.copy_(torch.eye(8)); rvq.project_out.bias.zero_()
@@ -34,6 +35,65 @@ def test_residual_layers_reduce_the_error():
     x = torch.randn(4, 50, 8) * 0.3
     errs = [(rvq.decode(rvq(x)[1][:, :k]) - x).pow(2).mean().item() for k in (1, 2, 3)]
     assert errs[0] > errs[1] > errs[2]
+
+
+def prior_rvq(tmp_path, input_norm: bool) -> ResidualVQ:
+    """One frozen 64-entry prior codebook (rows ~ N(2, 0.5^2) per dim) behind an identity projection."""
+    path = tmp_path / "prior.npy"
+    np.save(path, (2 + 0.5 * np.random.default_rng(0).normal(size=(64, 8))).astype(np.float32))
+    rvq = ResidualVQ(8, 8, 64, n_q=1, codebook_init=[str(path)], frozen=True, input_norm=input_norm)
+    with torch.no_grad():
+        rvq.project_in.weight.copy_(torch.eye(8)); rvq.project_in.bias.zero_()
+    return rvq
+
+
+def test_input_norm_spreads_drifted_encoder_outputs_over_the_prior_codebook(tmp_path):
+    """Encoder outputs with a large common offset and a small spread (what an encoder drifts to
+    early in training) still use many prior codes; without the norm they all take one."""
+    torch.manual_seed(0)
+    x = 40 + 0.05 * torch.randn(4, 64, 8)
+    used = {}
+    for norm in (False, True):
+        rvq = prior_rvq(tmp_path, norm).train()
+        used[norm] = rvq(x)[1].unique().numel()
+    assert used[False] == 1 and used[True] >= 20, used
+    # in training the normalised input has the codebook's per-dimension mean and spread
+    rvq = prior_rvq(tmp_path, True).train()
+    z = rvq.input_norm(rvq.project_in(x))
+    cb = rvq.layers[0].codebook
+    assert torch.allclose(z.reshape(-1, 8).mean(0), cb.mean(0), atol=1e-3)
+    assert torch.allclose(z.reshape(-1, 8).std(0), cb.std(0), rtol=0.02)
+
+
+def test_input_norm_statistics_ignore_padding_and_inference_codes_are_per_token(tmp_path):
+    torch.manual_seed(0)
+    x = 3 + torch.randn(2, 30, 8)
+    mask = torch.ones(2, 30, dtype=torch.bool)
+    mask[1, 20:] = False
+    padded = x.clone()
+    padded[1, 20:] = 1e4  # garbage in the padding must not move the statistics
+    a, b = prior_rvq(tmp_path, True).train(), prior_rvq(tmp_path, True).train()
+    codes_a, codes_b = a(x, mask=mask)[1], b(padded, mask=mask)[1]
+    assert torch.equal(codes_a[mask.unsqueeze(1)], codes_b[mask.unsqueeze(1)])
+    assert torch.allclose(a.input_norm.running_mean, b.input_norm.running_mean)
+    # at inference a token's code depends on that token only (running statistics)
+    a.eval()
+    alone = a(x[:1, :5])[1]
+    assert torch.equal(alone, a(x)[1][:1, :, :5])
+
+
+def test_frozen_projection_keeps_the_input_norm_statistics(tmp_path):
+    """Stage 2 freezes ``project_in``: training batches then neither update the statistics nor
+    code differently from inference, so a clip's codes stay fixed."""
+    torch.manual_seed(0)
+    rvq = prior_rvq(tmp_path, True).train()
+    rvq(5 + 2 * torch.randn(4, 40, 8))  # stage 1 moved the statistics
+    rvq.project_in.requires_grad_(False)
+    before = rvq.input_norm.running_mean.clone(), rvq.input_norm.running_var.clone()
+    x = -3 + 0.1 * torch.randn(2, 40, 8)  # a batch with very different statistics
+    train_codes = rvq(x)[1]
+    assert torch.equal(rvq.input_norm.running_mean, before[0]) and torch.equal(rvq.input_norm.running_var, before[1])
+    assert torch.equal(train_codes, rvq.eval()(x)[1])
 
 
 def test_frozen_codebook_is_unchanged_by_an_optimizer_step():
@@ -57,11 +117,12 @@ def encoder_grad(rvq: ResidualVQ, h: torch.Tensor, n_q: int, upstream: torch.Ten
 
 def test_encoder_gradient_from_the_decoder_does_not_depend_on_n_q():
     torch.manual_seed(0)
-    rvq = ResidualVQ(8, 6, 32, n_q=3)
     h = torch.randn(2, 7, 8)
     upstream = torch.randn(2, 7, 8)  # the decoder's gradient w.r.t. the quantized output
-    g1, g3 = encoder_grad(rvq, h, 1, upstream), encoder_grad(rvq, h, 3, upstream)
-    assert torch.allclose(g1, g3, atol=1e-6)
+    for input_norm in (True, False):
+        rvq = ResidualVQ(8, 6, 32, n_q=3, input_norm=input_norm)
+        g1, g3 = encoder_grad(rvq, h, 1, upstream), encoder_grad(rvq, h, 3, upstream)
+        assert torch.allclose(g1, g3, atol=1e-6)
     # and it is the plain straight-through gradient: d project_out(project_in(h)) / dh
     expected = upstream @ rvq.project_out.weight @ rvq.project_in.weight
     assert torch.allclose(g3, expected, atol=1e-5)
