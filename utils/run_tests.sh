@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the test suite (builds/reuses the venv first). Extra arguments go to pytest.
 #   utils/run_tests.sh            # default suite: unit tests + both demo recipes end to end (2 cores: 21-23 min while other jobs shared them)
-#   utils/run_tests.sh -m slow    # slow suite: benchmark stage and --quick run, DAC as LM tokenizer, a quick compare run, the codec
+#   utils/run_tests.sh -m slow    # slow suite: 2-process DDP training (both stages, resume), benchmark stage and --quick run, DAC as LM tokenizer, a quick compare run, the codec
 #                                 # recipe through a one-node SLURM (root + slurm-wlm/munge), both recipes on mini_an4
 #                                 # (mini_an4 tests need ../shared/data/mini_an4.tar.gz)
 set -euo pipefail

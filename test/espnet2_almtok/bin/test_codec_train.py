@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import soundfile
 import torch
 import yaml
@@ -115,6 +116,7 @@ def train_ddp(args, cwd: Path, log_dir: Path, world_size: int = 2, timeout: int 
     assert not failed, "\n".join(failed)
 
 
+@pytest.mark.slow  # ~2-5 min on 2 cores: two ranks, two stages and a resume
 def test_ddp_two_processes_train_both_stages_and_resume(tmp_path, debug_config):
     """The debug config with 2 DDP processes: stage 1, a resume, then stage 2 from stage 1 with the
     recipe's freeze list. Utterances of unequal lengths (some shorter than the training crop)."""
