@@ -123,3 +123,51 @@ def vocab(text_tokenizer):
     from espnet2_almtok.lm.vocab import Vocabulary
 
     return Vocabulary(text_tokenizer.pieces(), n_q=3, codebook_size=64)
+
+
+# ----------------------------------------------------------------- a fake SLURM submitter
+# A fake sbatch: records its argv (NUL-separated), then runs the script as SLURM would, once per
+# array task, with the task's stdout/stderr going to --output (%a: the task index), truncated
+# unless --open-mode=append is given, as sbatch does. FAKE_SBATCH_SKIP=J: task J never starts
+# (a node that died before the task began).
+FAKE_SBATCH = r"""#!/usr/bin/env bash
+printf '%s\0' "$@" > "$FAKE_SBATCH_ARGV"
+array="" output="" mode=truncate
+while [[ "$1" == -* ]]; do
+  case "$1" in
+    --array) array=$2; shift 2 ;;
+    --output) output=$2; shift 2 ;;
+    --open-mode=*) mode=${1#--open-mode=}; shift ;;
+    --open-mode) mode=$2; shift 2 ;;
+    --wait|--parsable|--*=*) shift ;;
+    *) shift 2 ;;
+  esac
+done
+script=$1; shift
+echo 4242
+rc=0
+if [ -n "$array" ]; then
+  r=${array%%%*}
+  for ((j = ${r%-*}; j <= ${r#*-}; j++)); do
+    [ "$j" = "${FAKE_SBATCH_SKIP:-}" ] && { rc=1; continue; }
+    out=${output//%a/$j}; [ "$mode" = append ] || : > "$out"
+    SLURM_JOB_ID=4242 SLURM_ARRAY_TASK_ID=$j bash "$script" "$@" >> "$out" 2>&1 || rc=1
+    echo "slurm output of task $j" >> "$out"
+  done
+else
+  [ "$mode" = append ] || : > "$output"
+  SLURM_JOB_ID=4242 bash "$script" "$@" >> "$output" 2>&1 || rc=1
+  echo "slurm output" >> "$output"
+fi
+exit $rc
+"""
+
+
+def fake_slurm(tmp_path):
+    """(environment prefix putting the fake ``sbatch`` first on PATH, the file its argv goes to)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+    (bin_dir / "sbatch").chmod(0o755)
+    argv = tmp_path / "sbatch.argv"
+    return f"PATH={bin_dir}:$PATH FAKE_SBATCH_ARGV={argv} ", argv

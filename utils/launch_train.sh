@@ -7,7 +7,7 @@
 # SLURM tasks started by srun, one DDP rank each (utils/srun_ddp.sh sets RANK/WORLD_SIZE/MASTER_*).
 launch_train() {
   local logf=$1; shift
-  if [ -s "${logf}" ] && [ "${cmd_backend}" = local ]; then  # utils/run_jobs.sh appends; it never truncates
+  if [ -s "${logf}" ]; then  # utils/run_jobs.sh and utils/slurm.sh append; they never truncate
     log "${logf} exists (a resumed or repeated run): appending to it"
   fi
   local per_node=${train_tasks_per_node:-$(( ngpu > 1 ? ngpu : 1 ))}

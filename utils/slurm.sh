@@ -4,7 +4,9 @@
 #   utils/slurm.sh [options] [JOB=1:N] LOG CMD [ARG...]
 # Submits CMD with `sbatch --wait`: with JOB=1:N one job array of N tasks, every "JOB" in LOG, CMD
 # and each ARG replaced by the task's index (1..N); without JOB=, one job. Each task writes its LOG
-# (the command, its output, "# ended (code RC)"); SLURM's own output goes to <dir of LOG>/q/.
+# (the command, its output, "# ended (code RC)"); SLURM's own output goes to <dir of LOG>/q/. A LOG
+# that exists is appended to, after a "# ---- restarted at <time>" line (a resumed training keeps
+# its earlier log), never truncated, like utils/run_jobs.sh; so are the files in q/ (--open-mode=append).
 # Waits for all tasks and exits non-zero naming the failed logs if any task failed (Ctrl-C cancels
 # the job). CMD and its ARGs reach the job as sbatch's script arguments and are executed as they are,
 # never re-read by a shell: an argument holding spaces, quotes or $(...) stays one literal argument.
@@ -31,7 +33,10 @@ if [ "${1:-}" = --_task ]; then
     args=(); for a in "$@"; do args+=("${a//JOB/$j}"); done
   fi
   mkdir -p "$(dirname "$log")"
-  exec >"$log" 2>&1
+  # a rerun (resumed training, a redone job) appends: the earlier runs' output stays above
+  restarted=""; [ -s "$log" ] && restarted=1
+  exec >>"$log" 2>&1
+  [ -z "$restarted" ] || echo "# ---- restarted at $(date '+%Y-%m-%dT%H:%M:%S%z'); the earlier run's log is above ----"
   printf '#'; printf ' %q' "${args[@]}"; echo
   echo "# started at $(date) on $(hostname) (SLURM job ${SLURM_JOB_ID:-?}${SLURM_ARRAY_TASK_ID:+, task $SLURM_ARRAY_TASK_ID})"
   "${args[@]}"; rc=$?
@@ -97,7 +102,8 @@ command -v sbatch >/dev/null || die "sbatch not found: cmd_backend=slurm needs t
 logdir=$(dirname "$log"); base=$(basename "$log")
 mkdir -p "$logdir/q"
 [ -n "$name" ] || name=${base%%.*}
-opts=(--wait --parsable --chdir "$PWD" --job-name "$name" --nodes "$num_nodes" --ntasks-per-node "$tasks_per_node")
+# --open-mode=append: SLURM's own output files (q/) are appended to as well, not truncated
+opts=(--wait --parsable --open-mode=append --chdir "$PWD" --job-name "$name" --nodes "$num_nodes" --ntasks-per-node "$tasks_per_node")
 base=${base//%/_}
 if [ -n "$array" ]; then
   opts+=(--array "$array" --output "$logdir/q/${base//JOB/%a}.slurm")
@@ -125,7 +131,10 @@ if [ -n "$array" ]; then
 else
   logs=("$log")
 fi
-rm -f "${logs[@]}"   # a stale log of an earlier run must not count as this run's result
+# Logs are appended to, never removed (an earlier run's log stays above a "# ---- restarted at" line).
+# A stale log must still not count as this run's result: only what this run's task appends, after
+# the size each log has now, is read for its "# started" and "# ended (code 0)" lines.
+sizes=(); for f in "${logs[@]}"; do sizes+=("$(stat -c %s "$f" 2>/dev/null || echo 0)"); done
 out=$(mktemp); err=$(mktemp)
 script=$(readlink -f "${BASH_SOURCE[0]}")
 sbatch "${opts[@]}" "$script" --_task "$([ -n "$array" ] && echo 1 || echo 0)" "$log" "$@" >"$out" 2>"$err" &
@@ -147,16 +156,24 @@ if [ -z "$id" ]; then
   rm -f "$out" "$err"; exit 1
 fi
 rm -f "$out" "$err"
-failed=()
-for f in "${logs[@]}"; do
-  # the footer the task wrote last (the command's output may lack a final newline)
-  tail -n 1 "$f" 2>/dev/null | grep -q '# ended (code 0) at ' || failed+=("$f")
+failed=(); failed_idx=()
+new_part() { tail -c "+$((sizes[$1] + 1))" "${logs[$1]}" 2>/dev/null; }   # what this run's task wrote
+for i in "${!logs[@]}"; do
+  # this run's task started, and the footer it wrote last says code 0 (the command's output may
+  # lack a final newline)
+  if new_part "$i" | grep -q '^# started at ' && new_part "$i" | tail -n 1 | grep -q '# ended (code 0) at '; then
+    continue
+  fi
+  failed+=("${logs[$i]}"); failed_idx+=("$i")
 done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "$0: ${#failed[@]} of ${#logs[@]} job(s) of SLURM job $id failed; see ${failed[*]}" >&2
-  for f in "${failed[@]}"; do
-    if [ -f "$f" ]; then
+  for i in "${failed_idx[@]}"; do
+    f=${logs[$i]}
+    if [ -f "$f" ] && [ "$(stat -c %s "$f")" -gt "${sizes[$i]}" ]; then
       echo "---- tail of $f" >&2; tail -n 15 "$f" >&2
+    elif [ -f "$f" ]; then
+      echo "---- $f has only an earlier run's log (this run's task did not start or was killed); SLURM's output is in $logdir/q/" >&2
     else
       echo "---- $f was not written (the task did not start or was killed); SLURM's output is in $logdir/q/" >&2
     fi

@@ -4,7 +4,7 @@ utils/launch_train.sh (how both recipes start training into ``train.log``)."""
 
 import subprocess
 
-from conftest import ROOT
+from conftest import ROOT, fake_slurm
 
 UTILS = ROOT / "utils"
 SEPARATOR = "# ---- restarted at "
@@ -55,3 +55,50 @@ def test_a_resumed_training_keeps_its_train_log(tmp_path):
     assert (log.index("epoch 1 of run 1") < log.index(SEPARATOR) < log.index("epoch 1 of run 2")
             < log.index("epoch 2 of run 2")), log
     assert "epoch 2 of run 1" not in log and "--resume true --ngpu 0" in log
+
+
+# ------------------------------------------------------------- utils/slurm.sh (the SLURM backend)
+
+def fake_sbatch(tmp_path) -> str:
+    """The environment prefix that puts the fake sbatch (conftest.FAKE_SBATCH) first on PATH."""
+    return fake_slurm(tmp_path)[0]
+
+
+def test_slurm_rerun_appends_to_its_logs_after_a_restart_line(tmp_path):
+    env = fake_sbatch(tmp_path)
+    first = sh(env + f"{UTILS}/slurm.sh JOB=1:2 log/s.JOB.log bash -c 'echo first run JOB; exit $(( JOB - 1 ))'",
+               tmp_path, check=False)  # task 2 fails, as a killed or crashed task would
+    assert first.returncode == 1 and "see log/s.2.log" in first.stderr
+    sh(env + f"{UTILS}/slurm.sh JOB=1:2 log/s.JOB.log echo second run JOB", tmp_path)
+    argv = (tmp_path / "sbatch.argv").read_text().split("\0")
+    assert "--open-mode=append" in argv[:argv.index("--_task")]  # sbatch must not truncate q/ either
+    for j in (1, 2):
+        log = (tmp_path / f"log/s.{j}.log").read_text()
+        assert log.index(f"first run {j}") < log.index(SEPARATOR) < log.index(f"second run {j}"), log
+        assert log.count(SEPARATOR) == 1 and log.count("# started at") == 2 and "SLURM job 4242" in log
+        assert log.rstrip().splitlines()[-1].startswith("# ended (code 0)")  # the last run's result is last
+        # SLURM's own output file (q/) keeps both runs too
+        assert (tmp_path / f"log/q/s.{j}.log.slurm").read_text().count(f"slurm output of task {j}") == 2
+    assert "ended (code 1)" in (tmp_path / "log/s.2.log").read_text()  # the failed run's record is kept
+    # one job (no JOB=): a first run has no restart line, a rerun has one
+    sh(env + f"{UTILS}/slurm.sh exp/train.log echo epoch 1", tmp_path)
+    assert SEPARATOR not in (tmp_path / "exp/train.log").read_text()
+    sh(env + f"{UTILS}/slurm.sh exp/train.log echo epoch 2", tmp_path)
+    log = (tmp_path / "exp/train.log").read_text()
+    assert log.index("epoch 1") < log.index(SEPARATOR) < log.index("epoch 2")
+    assert (tmp_path / "exp/q/train.log.slurm").read_text().count("slurm output") == 2
+
+
+def test_slurm_a_stale_log_is_kept_but_not_taken_for_this_runs_result(tmp_path):
+    """A log that ends with an earlier run's '# ended (code 0)' is kept, and a task of this run
+    that never started still counts as failed."""
+    env = fake_sbatch(tmp_path)
+    sh(env + f"{UTILS}/slurm.sh JOB=1:2 log/s.JOB.log echo old JOB", tmp_path)
+    old = (tmp_path / "log/s.2.log").read_text()
+    proc = sh(env + f"FAKE_SBATCH_SKIP=2 {UTILS}/slurm.sh JOB=1:2 log/s.JOB.log echo new JOB", tmp_path,
+              check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "1 of 2 job(s) of SLURM job 4242 failed; see log/s.2.log" in proc.stderr
+    assert "log/s.2.log has only an earlier run's log" in proc.stderr
+    assert (tmp_path / "log/s.2.log").read_text() == old  # untouched
+    assert "new 1" in (tmp_path / "log/s.1.log").read_text()

@@ -4,7 +4,7 @@ import subprocess
 from pathlib import Path
 
 
-from conftest import ROOT
+from conftest import ROOT, fake_slurm
 
 UTILS = ROOT / "utils"
 
@@ -87,41 +87,6 @@ def test_run_jobs_accepts_the_resource_options_of_espnet_launch(tmp_path):
 
 
 # ------------------------------------------------------------------ utils/slurm.sh with a fake sbatch
-
-FAKE_SBATCH = r"""#!/usr/bin/env bash
-# Records its argv (NUL-separated) and runs the script as SLURM would: once per array task.
-printf '%s\0' "$@" > "$FAKE_SBATCH_ARGV"
-array=""
-while [[ "$1" == -* ]]; do
-  case "$1" in
-    --array) array=$2; shift 2 ;;
-    --wait|--parsable|--*=*) shift ;;
-    *) shift 2 ;;
-  esac
-done
-script=$1; shift
-echo 4242
-rc=0
-if [ -n "$array" ]; then
-  r=${array%%%*}
-  for ((j = ${r%-*}; j <= ${r#*-}; j++)); do
-    SLURM_JOB_ID=4242 SLURM_ARRAY_TASK_ID=$j bash "$script" "$@" || rc=$?
-  done
-else
-  SLURM_JOB_ID=4242 bash "$script" "$@" || rc=$?
-fi
-exit $rc
-"""
-
-
-def fake_slurm(tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
-    (bin_dir / "sbatch").chmod(0o755)
-    argv = tmp_path / "sbatch.argv"
-    return f'PATH={bin_dir}:$PATH FAKE_SBATCH_ARGV={argv} ', argv
-
 
 def sbatch_argv(argv_file):
     return argv_file.read_text().split("\0")[:-1]
