@@ -35,7 +35,49 @@ def read_config(parser: argparse.ArgumentParser, path: str) -> dict:
     if not isinstance(conf, dict) or not ("lm_conf" in conf or "codec_conf" in conf):
         parser.error(f"--config {path} holds no codec_conf or lm_conf: give a training config "
                      "(conf/tuning/*.yaml) or an exp dir's config.yaml")
+    problem = config_problem(conf)
+    if problem:
+        parser.error(f"--config {path}: {problem}; fix it in the config")
     return conf
+
+
+# generator_params keys that count something: each must be a whole number >= 1 (0 codebooks, say,
+# would build a model of 0 bps, or fail deep inside torch)
+POSITIVE_GENERATOR_INTS = ("sample_rate", "hidden_dim", "patch_channels", "encoder_layers", "decoder_layers",
+                           "num_heads", "ff_mult", "n_q", "codebook_size", "codebook_dim", "n_mels", "ar_dim")
+POSITIVE_GENERATOR_LISTS = ("patch_strides", "windows")
+
+
+def _is_positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def config_problem(conf: dict) -> "str | None":
+    """What makes a config's ``codec_conf`` / ``lm_conf`` unusable (naming the key and the value
+    found), or None. Only the keys present are checked: the others take the model's defaults."""
+    for section in ("codec_conf", "lm_conf"):
+        if section in conf and not isinstance(conf[section], (dict, type(None))):
+            return f"{section} must be a mapping of options, got {type(conf[section]).__name__} {conf[section]!r}"
+    codec = conf.get("codec_conf") or {}
+    for key in ("generator_params", "discriminator_params"):
+        if key in codec and not isinstance(codec[key], (dict, type(None))):
+            return (f"codec_conf.{key} must be a mapping of options, got "
+                    f"{type(codec[key]).__name__} {codec[key]!r}")
+    for key in ("sampling_rate", "inference_window"):
+        if key in codec and not _is_positive_int(codec[key]):
+            return f"codec_conf.{key} must be a whole number >= 1, got {codec[key]!r}"
+    gen = codec.get("generator_params") or {}
+    for key in POSITIVE_GENERATOR_INTS:
+        if key in gen and not _is_positive_int(gen[key]):
+            return f"codec_conf.generator_params.{key} must be a whole number >= 1, got {gen[key]!r}"
+    for key in POSITIVE_GENERATOR_LISTS:
+        if key in gen and not (isinstance(gen[key], list) and gen[key] and all(map(_is_positive_int, gen[key]))):
+            return f"codec_conf.generator_params.{key} must be a non-empty list of whole numbers >= 1, got {gen[key]!r}"
+    windows = gen.get("windows")
+    if isinstance(windows, list) and "inference_window" in codec and codec["inference_window"] not in windows:
+        return (f"codec_conf.inference_window {codec['inference_window']} is not one of "
+                f"codec_conf.generator_params.windows {windows}")
+    return None
 
 
 def main(argv: Sequence[str] = None) -> None:
@@ -47,6 +89,9 @@ def main(argv: Sequence[str] = None) -> None:
     p.add_argument("--n_q", type=int, default=3, help="LM configs without --token_list: codebooks")
     p.add_argument("--codebook_size", type=int, default=2048, help="LM configs without --token_list")
     args = p.parse_args(argv)
+    for option in ("nbpe", "n_q", "codebook_size"):
+        if getattr(args, option) < 1:
+            p.error(f"--{option} must be >= 1, got {getattr(args, option)}")
     conf = read_config(p, args.config)
     if "lm_conf" in conf:
         return lm_info(conf, args)

@@ -82,3 +82,65 @@ def _check_init_param_weights_only() -> None:
 
 
 _check_init_param_weights_only()
+
+
+def checkpoint_problem(checkpoint) -> "str | None":
+    """What is wrong with a trainer checkpoint (``torch.save``'s zip archive), or None: not a zip
+    (truncated: its central directory, at the end, is missing), or a member whose CRC-32 does not
+    match its data (a torn write or bit rot; ``torch.load`` itself does not check them)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(checkpoint) as archive:
+            bad = archive.testzip()
+    except zipfile.BadZipFile as e:
+        return f"not a complete PyTorch zip archive: {e}"
+    except (OSError, EOFError, ValueError, zipfile.LargeZipFile) as e:  # a member cut short
+        return f"{type(e).__name__}: {e}"
+    if bad is not None:
+        return f"member {bad} fails its CRC-32 check"
+    return None
+
+
+def _check_resume_checkpoint() -> None:
+    """Wrap ESPnet's ``Trainer.resume`` (``--resume true`` with ``<output_dir>/checkpoint.pth``
+    present; the GAN trainer inherits it) so that a truncated or corrupted checkpoint is refused
+    with an error naming the file and the fix, before ESPnet's ``torch.load`` reads it. (A kill
+    while ESPnet writes ``checkpoint.pth`` leaves it truncated: ESPnet does not write it atomically.)"""
+    from espnet2.train.trainer import Trainer
+
+    original = Trainer.__dict__["resume"].__func__
+    if getattr(original, "checkpoint_checked", False):
+        return
+
+    def resume(checkpoint, *args, **kwargs):
+        problem = checkpoint_problem(checkpoint)
+        if problem is not None:
+            raise ValueError(resume_error(checkpoint, problem))
+        return original(checkpoint, *args, **kwargs)
+
+    resume.checkpoint_checked = True
+    resume.__doc__ = original.__doc__
+    Trainer.resume = staticmethod(resume)
+
+
+def resume_error(checkpoint, problem: str) -> str:
+    """The message for an unusable ``checkpoint.pth``: the file, what is wrong, and the fixes."""
+    import re
+    from pathlib import Path
+
+    checkpoint = Path(checkpoint)
+    epochs = sorted((int(m.group(1)), p.name) for p in checkpoint.parent.glob("*epoch.pth")
+                    if (m := re.fullmatch(r"(\d+)epoch\.pth", p.name)))
+    if epochs:
+        last = checkpoint.parent / epochs[-1][1]
+        weights = (f"; to start from the weights of the last saved epoch instead, delete it and add "
+                   f"'--init_param {last}' (the epoch count and optimizer state start afresh)")
+    else:
+        weights = f" (no <N>epoch.pth is saved in {checkpoint.parent} to start from)"
+    return (f"{checkpoint} (the trainer's resume file, read because of --resume true) is truncated or "
+            f"corrupted ({problem}); training cannot resume from it. Restore it from a backup, or "
+            f"delete it ('rm {checkpoint}') and rerun: training then starts from epoch 1{weights}.")
+
+
+_check_resume_checkpoint()

@@ -186,6 +186,25 @@ def model_info(path):
     mi.main(["--config", str(path)])
 
 
+def debug_config_with(ctx, **changes) -> Path:
+    """The debug config with ``changes`` (dotted keys under codec_conf, e.g.
+    ``generator_params__n_q=0``; ``codec_conf=...`` replaces the whole section), as c.yaml."""
+    conf = yaml.safe_load(DEBUG_CONFIG.read_text())
+    for key, value in changes.items():
+        *parents, leaf = ["codec_conf", *key.split("__")] if key != "codec_conf" else ["codec_conf"]
+        node = conf
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return write(ctx, "c.yaml", yaml.safe_dump(conf))
+
+
+def model_info_lm(ctx, *options):
+    from espnet2_almtok.bin import model_info as mi
+
+    mi.main(["--config", str(DEBUG_CONFIG.parent / "train_lm_debug.yaml"), *options])
+
+
 def write(ctx, name, text) -> Path:
     path = ctx.case_dir / name
     path.write_text(text)
@@ -227,6 +246,47 @@ def decode(ctx, codes, **kw):
 
 def codes(*shape, value=0):
     return torch.full(shape, value, dtype=torch.long)
+
+
+def resume_from(ctx, damage=None, epochs=(2, 3)):
+    """ESPnet's trainer resuming (``--resume true``) from an exp dir's ``checkpoint.pth``, written
+    as ESPnet writes it and then damaged: "truncated" (cut to half, as a kill while it is saved
+    leaves it), "empty", or "bit-flipped" (one byte of a tensor). Called as ``Trainer.run`` calls
+    it, on our codec task's trainer (ESPnet's GANTrainer)."""
+    from espnet2.train.reporter import Reporter
+
+    from espnet2_almtok.tasks.codec import ALMTokCodecTask
+
+    exp = ctx.case_dir / "exp"
+    exp.mkdir(exist_ok=True)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(32, 32)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.ones(1, 32)).sum().backward()
+    optimizer.step()
+    reporter = Reporter()
+    for epoch in epochs:
+        reporter.set_epoch(epoch)
+        torch.save(model.state_dict(), exp / f"{epoch}epoch.pth")
+    torch.save({"model": model.state_dict(), "reporter": reporter.state_dict(), "optimizers": [optimizer.state_dict()],
+                "schedulers": [None], "scaler": None}, exp / "checkpoint.pth")
+    ckpt = exp / "checkpoint.pth"
+    data = bytearray(ckpt.read_bytes())
+    if damage == "truncated":
+        ckpt.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        ckpt.write_bytes(b"")
+    elif damage == "bit-flipped":
+        with zipfile.ZipFile(ckpt) as zf:
+            weight = next(i for i in zf.infolist() if i.file_size == 32 * 32 * 4)
+        data[weight.header_offset + 2000] ^= 0xFF  # past its local header (< 200 bytes): inside the weight matrix
+        ckpt.write_bytes(bytes(data))
+    fresh = torch.nn.Linear(32, 32)
+    fresh_optimizer = torch.optim.Adam(fresh.parameters())
+    resumed = Reporter()
+    ALMTokCodecTask.trainer.resume(checkpoint=ckpt, model=fresh, reporter=resumed, optimizers=[fresh_optimizer],
+                                   schedulers=[None], scaler=None, ngpu=0, strict=True)
+    return model, fresh, resumed
 
 
 # (id, action(ctx), exception type, regex the message must match: it names the file/utt/option)
@@ -304,6 +364,15 @@ CASES = [
      ValueError, r"crafted_exp/model.pth holds objects other than tensors"),
     ("pickle-init-param", lambda c: load_init_param(c, c.crafted / "model.pth"), ValueError,
      r"crafted_exp/model.pth holds objects other than tensors"),
+    # -- the trainer's resume file (--resume true): truncated (a kill while ESPnet saves it), empty, bit-flipped
+    ("checkpoint-truncated-on-resume", lambda c: resume_from(c, "truncated"), ValueError,
+     r"exp/checkpoint.pth \(the trainer's resume file, read because of --resume true\) is truncated or corrupted "
+     r"\(not a complete PyTorch zip archive.*delete it \('rm .*exp/checkpoint.pth'\).*starts from epoch 1.*"
+     r"'--init_param .*exp/3epoch.pth'"),
+    ("checkpoint-empty-on-resume", lambda c: resume_from(c, "empty", epochs=()), ValueError,
+     r"exp/checkpoint.pth .*is truncated or corrupted.*Restore it from a backup, or delete it.*no <N>epoch.pth"),
+    ("checkpoint-bit-flipped-on-resume", lambda c: resume_from(c, "bit-flipped"), ValueError,
+     r"exp/checkpoint.pth .*is truncated or corrupted \(member .*data/\d+ fails its CRC-32 check\)"),
     ("pickle-lm-task-build-model-from-file", lambda c: build_lm_from_file(c, c.crafted / "model.pth"), ValueError,
      r"crafted_exp/model.pth holds objects other than tensors"),
     # -- codes to decode
@@ -351,6 +420,19 @@ CASES = [
      r"junk.wav is not readable audio"),
     # -- model_info and format_data options
     ("model_info-yaml-list", lambda c: model_info(write(c, "c.yaml", "- a\n- b\n")), SystemExit, r"^2$"),
+    ("model_info-n_q-0", lambda c: model_info(debug_config_with(c, generator_params__n_q=0)), SystemExit, r"^2$"),
+    ("model_info-n_q-true", lambda c: model_info(debug_config_with(c, generator_params__n_q=True)), SystemExit,
+     r"^2$"),
+    ("model_info-codebook_size-string", lambda c: model_info(debug_config_with(c, generator_params__codebook_size="64")),
+     SystemExit, r"^2$"),
+    ("model_info-codec_conf-a-number", lambda c: model_info(debug_config_with(c, codec_conf=5)), SystemExit, r"^2$"),
+    ("model_info-generator_params-a-list", lambda c: model_info(debug_config_with(c, generator_params=[1, 2])),
+     SystemExit, r"^2$"),
+    ("model_info-windows-empty", lambda c: model_info(debug_config_with(c, generator_params__windows=[])),
+     SystemExit, r"^2$"),
+    ("model_info-inference-window-not-trained", lambda c: model_info(debug_config_with(c, inference_window=12)),
+     SystemExit, r"^2$"),
+    ("model_info-lm-option-n_q-0", lambda c: model_info_lm(c, "--n_q", "0"), SystemExit, r"^2$"),
     ("format-nj-0", lambda c: format_cli(c, "--nj", "0"), SystemExit, r"^2$"),
     ("format-job-outside-nj", lambda c: format_cli(c, "--nj", "2", "--job", "3"), SystemExit, r"^2$"),
     ("format-no-wav-scp", lambda c: format_cli(c), FileNotFoundError, r"data/wav.scp is missing or empty; run stage 1"),
@@ -360,6 +442,15 @@ CASES = [
 SYSTEM_EXIT_SAYS = {
     "window-fractional-cli": "argument --window: invalid int value: '4.5'",
     "model_info-yaml-list": "c.yaml holds no codec_conf or lm_conf",
+    "model_info-n_q-0": "c.yaml: codec_conf.generator_params.n_q must be a whole number >= 1, got 0; fix it",
+    "model_info-n_q-true": "c.yaml: codec_conf.generator_params.n_q must be a whole number >= 1, got True",
+    "model_info-codebook_size-string": "c.yaml: codec_conf.generator_params.codebook_size must be a whole number",
+    "model_info-codec_conf-a-number": "c.yaml: codec_conf must be a mapping of options, got int 5; fix it",
+    "model_info-generator_params-a-list": "c.yaml: codec_conf.generator_params must be a mapping of options, got list",
+    "model_info-windows-empty": "c.yaml: codec_conf.generator_params.windows must be a non-empty list",
+    "model_info-inference-window-not-trained": "c.yaml: codec_conf.inference_window 12 is not one of "
+                                               "codec_conf.generator_params.windows [2, 3",
+    "model_info-lm-option-n_q-0": "--n_q must be >= 1, got 0",
     "format-nj-0": "--nj must be >= 1, got 0",
     "format-job-outside-nj": "--job 3 is outside 1..--nj 2",
 }
@@ -409,3 +500,19 @@ def gan_coding_model(ctx):
 
     torch.save(ctx.state, ctx.case_dir / "good.pth")
     return ALMTokInferenceTask.build_model_from_file(ctx.crafted / "config.yaml", ctx.case_dir / "good.pth", "cpu")
+
+
+def test_a_good_checkpoint_still_resumes_through_the_check(tmp_path):
+    """The check in front of ESPnet's Trainer.resume lets a sound checkpoint.pth through, and an
+    error of the resume itself (another model's checkpoint) is ESPnet's, not called a corruption."""
+    ctx = SimpleNamespace(case_dir=tmp_path)
+    model, fresh, reporter = resume_from(ctx)
+    assert torch.equal(fresh.weight, model.weight) and reporter.get_epoch() == 3
+    from espnet2.train.reporter import Reporter
+    from espnet2.train.trainer import Trainer
+
+    assert Trainer.resume.checkpoint_checked  # the GAN trainer and ESPnet's own share the check
+    with pytest.raises(RuntimeError, match="size mismatch") as e:
+        Trainer.resume(checkpoint=tmp_path / "exp/checkpoint.pth", model=torch.nn.Linear(3, 3), reporter=Reporter(),
+                       optimizers=[], schedulers=[], scaler=None)
+    assert "corrupted" not in str(e.value)
