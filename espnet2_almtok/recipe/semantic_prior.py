@@ -49,13 +49,24 @@ share a table: speech frames then land on speech-prior entries and sounds on BEA
 and ``speech_fraction`` sets how much of the vocabulary each domain gets. Both sources must have
 the same width ``D`` (768 for the base models). A domain with no utterances is an error unless
 ``--allow_single_domain`` gives all K entries to the other one (recorded in ``prior_info.yaml``).
-Reruns reuse the cached features and codebooks: delete ``out_dir`` after changing a source.
+
+Resuming and reruns: every file is written to a temporary name and renamed. ``out_dir/.done``,
+written last, records a signature (the digests of ``wav.scp`` and ``utt2category`` and every
+option but ``--device``); a rerun with the same signature does nothing, one with another redoes
+the stage. After a kill, a rerun keeps the features already extracted (each feature dir's
+``.source`` records the source and the inputs' digests; features of another are removed) and the
+codebook layers already clustered (in ``out_dir/.work`` or the domain dirs, whose ``.signature``
+must match), and ends with the outputs an uninterrupted run writes. The published outputs
+(``codebook_*.npy``, ``prior_info.yaml``) of an earlier run are removed when the stage starts
+over and rewritten at its end, so a killed run leaves none that looks finished (the recipe reads
+``codebook_*.npy`` in stage 5).
 """
 
 import argparse
 import logging
 import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -66,7 +77,7 @@ import yaml
 from tqdm import tqdm
 
 from espnet2_almtok.audio import read_audio, resample, to_mono_tensor, validate_waveform
-from espnet2_almtok.fileio import atomic_write_text
+from espnet2_almtok.fileio import atomic_write_text, done_matches, done_signature, optional_file_sha256
 
 SSL_RATE = 16000
 DOMAINS = ("speech", "audio")
@@ -156,9 +167,31 @@ def subsample(entries: List[Tuple[str, str]], max_utts: int, seed: int) -> List[
     return entries[:max_utts] if max_utts > 0 else entries
 
 
-def extract_features(entries: List[Tuple[str, str]], source: FeatureSource, feat_dir: Path) -> List[Path]:
-    """One ``(frames, D)`` ``.npy`` per utterance under ``feat_dir`` (existing ones are kept)."""
-    feat_dir.mkdir(parents=True, exist_ok=True)
+def use_dir(path: Path, stamp_name: str, stamp: str, what: str) -> None:
+    """Make ``path`` a directory whose contents were made for ``stamp`` (the text of
+    ``path/stamp_name``): files made for another (other inputs or options) are removed; so are
+    the temporary files of a killed run."""
+    path.mkdir(parents=True, exist_ok=True)
+    stamp_file = path / stamp_name
+    recorded = stamp_file.read_text() if stamp_file.is_file() else None
+    if recorded != stamp:
+        stale = [p for p in path.iterdir() if p.name != stamp_name]
+        if stale:
+            logging.warning(f"{path} holds {what} of other inputs or options ({len(stale)} file(s)); removing them")
+        for p in stale:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        atomic_write_text(stamp_file, stamp)
+    for tmp in path.glob("*.tmp[0-9]*.npy"):  # a write that a kill interrupted
+        tmp.unlink()
+
+
+def extract_features(entries: List[Tuple[str, str]], source: FeatureSource, feat_dir: Path,
+                     inputs: str = "") -> List[Path]:
+    """One ``(frames, D)`` ``.npy`` per utterance under ``feat_dir``. Those already there are
+    kept if ``feat_dir/.source`` records this source and ``inputs`` (the digests of the input
+    lists); otherwise the directory is emptied first."""
+    use_dir(feat_dir, ".source", done_signature(upstream=source.upstream, path=source.path, layer=source.layer,
+                                                inputs=inputs), "features")
     paths = []
     for utt, spec in tqdm(entries, desc=f"{source.upstream} layer {source.layer}", unit="utt"):
         out = feat_dir / f"{utt}.npy"
@@ -189,8 +222,10 @@ def load_frames(paths: List[Path], dim: int, max_frames: int, seed: int) -> torc
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` via a temporary file and a rename."""
-    tmp = path.with_name(path.stem + ".tmp.npy")
+    """``np.save`` via a temporary file (``<stem>.tmp<pid>.npy``) and a rename: a kill leaves the
+    old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
     np.save(tmp, array)
     os.replace(tmp, path)
 
@@ -221,11 +256,15 @@ def kmeans(x: torch.Tensor, k: int, iters: int, seed: int) -> Tuple[torch.Tensor
     return centroids, assign, inertia
 
 
-def residual_kmeans(x: torch.Tensor, k: int, n_q: int, iters: int, seed: int, out_dir: Path) -> List[dict]:
+def residual_kmeans(x: torch.Tensor, k: int, n_q: int, iters: int, seed: int, out_dir: Path,
+                    signature: Optional[str] = None) -> List[dict]:
     """Write ``out_dir/codebook_{1..n_q}.npy`` ``(k, D)`` from ``x`` ``(N, D)``.
 
-    Layers already written with the right shape are loaded, not recomputed; once a layer is
-    recomputed, the layers after it are too (their residuals changed)."""
+    Layers already written with the right shape are loaded, not recomputed (a resumed run); once a
+    layer is recomputed, the layers after it are too (their residuals changed). With
+    ``signature``, the layers there are kept only if ``out_dir/.signature`` records it."""
+    if signature is not None:
+        use_dir(out_dir, ".signature", signature, "codebooks")
     out_dir.mkdir(parents=True, exist_ok=True)
     residual = x.clone()
     info = []
@@ -235,14 +274,16 @@ def residual_kmeans(x: torch.Tensor, k: int, n_q: int, iters: int, seed: int, ou
         cached = None if recompute or not path.exists() else np.load(path)
         if cached is not None and cached.shape == (k, x.shape[1]):
             centroids = torch.from_numpy(cached)
-            assign = torch.cdist(residual, centroids).argmin(1)
-            inertia = float(((residual - centroids[assign]) ** 2).sum(1).mean())
         else:
             if cached is not None:
                 logging.warning(f"{path} has shape {cached.shape}, not {(k, x.shape[1])}: recomputing it")
             recompute = True
-            centroids, assign, inertia = kmeans(residual, k, iters, seed + layer)
-            save_npy(path, centroids.numpy().astype(np.float32))
+            centroids = kmeans(residual, k, iters, seed + layer)[0].float()
+            save_npy(path, centroids.numpy())
+        # as kmeans() computes them, for a layer computed now or loaded (a resumed run): the same figures
+        dist = torch.cdist(residual, centroids)
+        assign = dist.argmin(1)
+        inertia = float((dist.gather(1, assign.unsqueeze(1)) ** 2).mean())
         logging.info(f"codebook {layer}: mean squared residual {inertia:.4f}")
         info.append({"layer": layer, "file": str(path), "mean_sq_error": inertia})
         residual = residual - centroids[assign]
@@ -340,14 +381,43 @@ def own_rows_fraction(feats: torch.Tensor, codebook: np.ndarray, rows: Tuple[int
 # ----------------------------------------------------------------- runs
 
 
-def run_single(args) -> List[dict]:
+def run_signature(args) -> str:
+    """What a finished stage covers (``out_dir/.done``): the inputs' digests and every option
+    that changes the outputs."""
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items())
+               if k not in ("device", "out_dir", "wav_scp", "utt2category")}
+    return done_signature(stage="semantic_prior", wav_scp=optional_file_sha256(args.wav_scp),
+                          utt2category=optional_file_sha256(args.utt2category) if args.utt2category else None,
+                          options=options)
+
+
+def input_digests(args) -> str:
+    return f"wav.scp {optional_file_sha256(args.wav_scp)}" + (
+        f", utt2category {optional_file_sha256(args.utt2category)}" if args.utt2category else "")
+
+
+def remove_published(out_dir: Path) -> None:
+    """Remove an earlier run's outputs from ``out_dir`` (its .done already gone): none may look
+    finished while this run works (stage 5 takes every ``codebook_*.npy`` there)."""
+    for p in [out_dir / "prior_info.yaml", *out_dir.glob("codebook_*.npy")]:
+        p.unlink(missing_ok=True)
+
+
+def run_single(args, signature: str) -> List[dict]:
     source = load_source(args.upstream, args.upstream_path, args.layer, args.device)
     entries = subsample(read_wav_scp(args.wav_scp), args.max_utts, args.seed)
-    paths = extract_features(entries, source, args.out_dir / "feats")
+    paths = extract_features(entries, source, args.out_dir / "feats", input_digests(args))
     feats = load_frames(paths, source.dim, args.max_frames, args.seed)
     logging.info(f"k-means on {feats.shape[0]} frames of dim {feats.shape[1]}")
     n_layers = args.n_q if args.residual_init == "kmeans" else 1
-    info = residual_kmeans(feats, args.codebook_size, n_layers, args.kmeans_iters, args.seed, args.out_dir)
+    work = args.out_dir / ".work"  # the layers are clustered here and published when all are done
+    info = residual_kmeans(feats, args.codebook_size, n_layers, args.kmeans_iters, args.seed, work, signature)
+    for c in info:  # copied, not moved: a kill while publishing leaves .work whole for the rerun
+        final = args.out_dir / Path(c["file"]).name
+        tmp = final.with_name(f"{final.stem}.tmp{os.getpid()}.npy")
+        shutil.copyfile(c["file"], tmp)
+        os.replace(tmp, final)
+        c["file"] = str(final)
     meta = dict(upstream=args.upstream, upstream_path=args.upstream_path, layer=args.layer,
                 dim=int(feats.shape[1]), codebook_size=args.codebook_size, n_frames=int(feats.shape[0]),
                 n_utts=len(paths), codebooks=info)
@@ -363,16 +433,17 @@ def domain_args(args, domain: str) -> Tuple[str, Optional[str], int]:
 
 
 def domain_prior(domain: str, source: FeatureSource, entries: List[Tuple[str, str]], k: int, start: int,
-                 args) -> Tuple[dict, torch.Tensor]:
+                 args, signature: Optional[str] = None) -> Tuple[dict, torch.Tensor]:
     """Features + residual k-means of one domain into ``out_dir/{domain}`` -> (its
     ``prior_info`` entry with rows ``[start, start + k)``, its k-means frames ``(N, D)``)."""
     paths = extract_features(subsample(entries, args.max_utts, args.seed), source,
-                             args.out_dir / f"feats_{domain}")
+                             args.out_dir / f"feats_{domain}", input_digests(args))
     feats = load_frames(paths, source.dim, args.max_frames, args.seed)
     logging.info(f"{domain}: k-means of {k} rows on {feats.shape[0]} frames of {source.describe()}")
     n_layers = args.n_q if args.residual_init == "kmeans" else 1
     try:
-        info = residual_kmeans(feats, k, n_layers, args.kmeans_iters, args.seed, args.out_dir / domain)
+        info = residual_kmeans(feats, k, n_layers, args.kmeans_iters, args.seed, args.out_dir / domain,
+                               None if signature is None else signature + f"domain {domain}, rows {start}..{start + k}\n")
     except ValueError as e:
         raise ValueError(f"{domain} domain ({source.describe()}): {e}") from e
     part = dict(domain=domain, upstream=source.upstream, upstream_path=source.path, layer=source.layer,
@@ -380,7 +451,7 @@ def domain_prior(domain: str, source: FeatureSource, entries: List[Tuple[str, st
     return part, feats
 
 
-def run_mixed(args) -> List[dict]:
+def run_mixed(args, signature: str) -> List[dict]:
     cats = read_utt2category(args.utt2category)
     entries = split_domains(read_wav_scp(args.wav_scp), cats, args.utt2category)
     sizes, note = domain_sizes(args.codebook_size, args.speech_fraction, {d: len(e) for d, e in entries.items()},
@@ -390,7 +461,7 @@ def run_mixed(args) -> List[dict]:
     dim = check_same_width(sources)  # before any extraction
     parts, feats, start = [], {}, 0
     for d in used:
-        part, feats[d] = domain_prior(d, sources[d], entries[d], sizes[d], start, args)
+        part, feats[d] = domain_prior(d, sources[d], entries[d], sizes[d], start, args, signature)
         part["categories"] = sorted({cats[u] for u, _ in entries[d]})
         parts.append(part)
         start += sizes[d]
@@ -466,7 +537,21 @@ def main(argv: Sequence[str] = None) -> None:
     if not mixed and args.upstream is None:
         args.upstream = "hf_hubert_custom"
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    info = run_mixed(args) if mixed else run_single(args)
+    done = args.out_dir / ".done"
+    signature = run_signature(args)
+    info = None
+    if done_matches(done, signature, f"semantic priors in {args.out_dir}"):
+        prior_info = args.out_dir / "prior_info.yaml"
+        info = yaml.safe_load(prior_info.read_text())["codebooks"] if prior_info.is_file() else []
+        if not info or not all(Path(c["file"]).is_file() for c in info):
+            logging.warning(f"{done} is there but prior_info.yaml or a codebook is gone; redoing the stage")
+            done.unlink()
+            info = None
+    if info is None:
+        remove_published(args.out_dir)
+        info = run_mixed(args, signature) if mixed else run_single(args, signature)
+        atomic_write_text(done, signature)
+        shutil.rmtree(args.out_dir / ".work", ignore_errors=True)
     print(",".join(c["file"] for c in info))
 
 

@@ -208,3 +208,60 @@ def test_formatting_killed_and_rerun_gives_the_uninterrupted_outputs(format_setu
             format_data.main([*opts, "--out", str(out), "--nj", str(nj), "--job", str(j)])
         format_data.main([*opts, "--out", str(out), "--merge", str(nj)])
     assert_same(out, one if nj == 1 else two)
+
+
+# ---------------------------------------------------------------------------- semantic priors (stage 3)
+@pytest.fixture(scope="module")
+def prior_setup(tmp_path_factory):
+    """A wav.scp of 4 short clips, the stage-3 arguments (s3prl's mfcc upstream: no weights, no
+    download; 3 residual codebooks of 8) and the outputs of one uninterrupted run."""
+    from espnet2_almtok.recipe import semantic_prior
+
+    root = tmp_path_factory.mktemp("kill_prior")
+    lines = []
+    for i in range(4):
+        soundfile.write(root / f"u{i}.wav", speechlike(0.4 + 0.1 * i, seed=i).numpy(), 16000, "PCM_16")
+        lines.append(f"u{i} {root / f'u{i}.wav'}\n")
+    (root / "wav.scp").write_text("".join(lines))
+    args = ["--wav_scp", str(root / "wav.scp"), "--upstream", "mfcc", "--layer", "0", "--codebook_size", "8",
+            "--n_q", "3", "--kmeans_iters", "5"]
+    reference = root / "reference"
+    semantic_prior.main([*args, "--out_dir", str(reference)])
+    return args, reference
+
+
+S = "espnet2_almtok.recipe.semantic_prior"
+# atomic_write_text's calls: 1 feats/.source, 2 .work/.signature, 3 prior_info.yaml, 4 .done.
+# Each kill starts a process that imports s3prl (~15 s here), so the points share few runs.
+PRIOR_KILLS = {  # id -> [(module, attr, nth, when, what must be there after the kill), ...]
+    "after-2-of-4-features-then-in-k-means-of-layer-2": [
+        (S, "save_npy", 2, "after", {"features": 2, "work": 0}),
+        (S, "kmeans", 2, "before", {"features": 4, "work": 1})],
+    "all-published-no-done-marker": [(S, "atomic_write_text", 4, "before", {"features": 4, "published": True})],
+}
+
+
+@pytest.mark.parametrize("kills", PRIOR_KILLS.values(), ids=PRIOR_KILLS.keys())
+def test_semantic_priors_killed_and_rerun_give_the_uninterrupted_outputs(prior_setup, tmp_path, kills):
+    """Stage 3 killed while it extracts features, while it clusters layer 2 (layer 1 written), and
+    with everything written but .done: each rerun resumes (features and layers already written are
+    not redone) and ends with the uninterrupted run's files; until then nothing looks finished."""
+    from espnet2_almtok.recipe import semantic_prior
+
+    args, reference = prior_setup
+    out = tmp_path / "out"
+    kept = {}
+    for module, attr, nth, when, expect in kills:
+        run_killed(module, attr, nth, when, S, [*args, "--out_dir", out])
+        assert not (out / ".done").exists()
+        feats = {p.name: p.stat().st_mtime_ns for p in (out / "feats").glob("*.npy")}
+        assert len(feats) == expect["features"] and not list((out / "feats").glob("*.tmp*"))
+        assert all(feats[name] == t for name, t in kept.items()), "a kept feature was extracted again"
+        kept = feats
+        if "work" in expect:
+            assert len(list((out / ".work").glob("codebook_*.npy"))) == expect["work"]
+        if not expect.get("published"):  # nothing that stage 5 would take for finished priors
+            assert not list(out.glob("codebook_*.npy")) and not (out / "prior_info.yaml").exists()
+    semantic_prior.main([*args, "--out_dir", str(out)])
+    assert all((out / "feats" / name).stat().st_mtime_ns == t for name, t in kept.items())
+    assert_same(out, reference)

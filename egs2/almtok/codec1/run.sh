@@ -204,6 +204,10 @@ prior_dim_args() {
 
 # Codebook init: the stage-3 priors, one per codebook; "null" for layers without one.
 prior_list() {
+  if compgen -G "${prior_dir}/codebook_*.npy" >/dev/null && [ ! -f "${prior_dir}/.done" ]; then
+    echo "ERROR: ${prior_dir} holds codebooks but no .done: stage 3 did not finish; rerun it (--stage 3)" >&2
+    return 1
+  fi
   local n_q; n_q=$(yaml_get codec_conf generator_params n_q); local out="["
   for ((i = 1; i <= n_q; i++)); do
     f=${prior_dir}/codebook_${i}.npy
@@ -246,8 +250,9 @@ best_model() {  # best_model EXP [any]: --inference_model, or the best weights f
 if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ] && [ "${skip_train}" = false ]; then
   if [ "${codec_type}" = almtok ]; then
     log "Stage 5: codec training, stage 1 (frozen semantic priors; MAE/AR losses as in ${train_config})"
+    priors=$(prior_list)   # a separate assignment, so that its failure stops the run (set -e)
     # shellcheck disable=SC2086
-    train_codec "${exp1}" --codec_conf "generator_params.codebook_init=$(prior_list)" $(prior_dim_args) ${stage1_args}
+    train_codec "${exp1}" --codec_conf "generator_params.codebook_init=${priors}" $(prior_dim_args) ${stage1_args}
   else
     log "Stage 5: codec training (${codec_type})"
     # shellcheck disable=SC2086
@@ -258,8 +263,9 @@ fi
 if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ] && [ "${skip_train}" = false ] && [ "${codec_type}" = almtok ]; then
   log "Stage 6: codec training, stage 2 (reconstruction fine-tune: ${stage2_codec_conf}; frozen: ${stage2_freeze_param})"
   conf_args=(); for kv in ${stage2_codec_conf}; do conf_args+=(--codec_conf "${kv}"); done
+  priors=$(prior_list)
   # shellcheck disable=SC2086
-  train_codec "${exp2}" --codec_conf "generator_params.codebook_init=$(prior_list)" $(prior_dim_args) "${conf_args[@]}" \
+  train_codec "${exp2}" --codec_conf "generator_params.codebook_init=${priors}" $(prior_dim_args) "${conf_args[@]}" \
     --init_param "$(best_model "${exp1}" any)" --freeze_param ${stage2_freeze_param} ${stage2_args}
 fi
 

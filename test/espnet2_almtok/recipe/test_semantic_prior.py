@@ -47,12 +47,22 @@ def test_priors_from_a_local_hf_hubert_through_s3prl(tmp_path):
     assert len(list((out / "feats").glob("*.npy"))) == 3
     # residual codebooks are finer than the first
     assert np.abs(books[2]).mean() < np.abs(books[0]).mean()
-    # a rerun reuses the written files
+    # a rerun of the same command does nothing (.done); one with other options redoes the k-means
+    # and keeps the features (same source and inputs)
+    argv = ["--wav_scp", str(tmp_path / "wav.scp"), "--upstream", "hf_hubert_custom", "--upstream_path", str(ssl),
+            "--layer", "2", "--codebook_size", "8", "--n_q", "3", "--out_dir", str(out)]
     before = (out / "codebook_2.npy").stat().st_mtime_ns
-    semantic_prior.main(["--wav_scp", str(tmp_path / "wav.scp"), "--upstream", "hf_hubert_custom",
-                         "--upstream_path", str(ssl), "--layer", "2", "--codebook_size", "8", "--n_q", "3",
-                         "--out_dir", str(out)])
+    feat_before = (out / "feats/u0.npy").stat().st_mtime_ns
+    semantic_prior.main([*argv, "--kmeans_iters", "5"])
     assert (out / "codebook_2.npy").stat().st_mtime_ns == before
+    semantic_prior.main([*argv, "--n_q", "2"])  # fewer layers: codebook_3 of the earlier run is gone
+    assert (out / "codebook_2.npy").stat().st_mtime_ns != before and not (out / "codebook_3.npy").exists()
+    assert (out / "feats/u0.npy").stat().st_mtime_ns == feat_before
+    assert '"n_q": 2' in (out / ".done").read_text() and not (out / ".work").exists()
+    # another layer (another source) removes the cached features and extracts them again
+    semantic_prior.main([*argv, "--layer", "1", "--n_q", "2"])
+    assert (out / "feats/u0.npy").stat().st_mtime_ns != feat_before
+    assert yaml.safe_load((out / "prior_info.yaml").read_text())["layer"] == 1
     with pytest.raises(ValueError, match="layer 7 is out of range"):
         semantic_prior.main(["--wav_scp", str(tmp_path / "wav.scp"), "--upstream", "hf_hubert_custom",
                              "--upstream_path", str(ssl), "--layer", "7", "--codebook_size", "8",
