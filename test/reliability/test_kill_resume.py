@@ -5,8 +5,9 @@ are run in a subprocess that is sent SIGKILL at a chosen point: the Nth call of 
 (:data:`DRIVER` wraps it: before the call, after it, or after it with the file it wrote cut in
 half, a torn write), or from outside while it works. Then the same command is rerun to the
 end and every output file is compared with those of a run that was never interrupted. Each
-entry of :data:`DECODE_KILLS` / :data:`FORMAT_KILLS` is one kill point (the README quotes the
-count).
+entry of :data:`DECODE_KILLS` / :data:`FORMAT_KILLS` / :data:`PRIOR_KILLS` is one kill point (the
+README quotes the count). Codec training (stage 5) is killed from outside, its whole process group,
+in epoch 2, and its rerun must end with the uninterrupted run's weights, tensor for tensor.
 """
 
 import os
@@ -265,3 +266,117 @@ def test_semantic_priors_killed_and_rerun_give_the_uninterrupted_outputs(prior_s
     semantic_prior.main([*args, "--out_dir", str(out)])
     assert all((out / "feats" / name).stat().st_mtime_ns == t for name, t in kept.items())
     assert_same(out, reference)
+
+
+# ---------------------------------------------------------------------------- codec training (stage 5)
+def codec_train_command(data: Path, out: Path) -> list:
+    """Stage 5's command line as ``run.sh`` builds it (``launch_train`` through ``utils/run_jobs.sh``,
+    ``--resume true``, ``--ngpu 0``), on the debug config shrunk to 2 epochs of 3 steps."""
+    return [str(ROOT / "utils" / "run_jobs.sh"), str(out / "train.log"),
+            sys.executable, "-m", "espnet2_almtok.bin.codec_train", "--config", str(DEBUG_CONFIG),
+            "--train_data_path_and_name_and_type", f"{data}/wav.scp,audio,sound",
+            "--train_shape_file", f"{data}/audio_shape",
+            "--valid_data_path_and_name_and_type", f"{data}/wav.scp,audio,sound",
+            "--valid_shape_file", f"{data}/audio_shape",
+            "--max_epoch", "2", "--num_iters_per_epoch", "3", "--batch_size", "4",
+            "--resume", "true", "--output_dir", str(out), "--ngpu", "0"]
+
+
+def start_training(data: Path, out: Path) -> subprocess.Popen:
+    # one thread: the same reductions in every run (and no oversubscription of a busy machine)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.Popen(codec_train_command(data, out), cwd=out.parent, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish_training(proc: subprocess.Popen, out: Path) -> None:
+    try:
+        output, _ = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    log = (out / "train.log").read_text() if (out / "train.log").exists() else ""
+    assert proc.returncode == 0, f"training failed (rc {proc.returncode}):\n{output[-2000:]}\n{log[-4000:]}"
+
+
+def model_files(out: Path) -> dict:
+    """Each ``*.pth`` but ``checkpoint.pth`` -> (the file it links to, its tensors)."""
+    return {p.name: (p.resolve().name, torch.load(p, map_location="cpu", weights_only=True))
+            for p in sorted(out.glob("*.pth")) if p.name != "checkpoint.pth"}
+
+
+def assert_same_tensors(got, want, what: str) -> None:
+    """Nested dicts/lists of tensors and plain values, equal tensor for tensor."""
+    if isinstance(want, torch.Tensor):
+        assert isinstance(got, torch.Tensor) and got.dtype == want.dtype and got.shape == want.shape, what
+        assert torch.equal(got, want), f"{what} differs from the uninterrupted run's"
+    elif isinstance(want, dict):
+        assert sorted(got, key=str) == sorted(want, key=str), f"{what}: keys differ"
+        for k in want:
+            assert_same_tensors(got[k], want[k], f"{what}[{k!r}]")
+    elif isinstance(want, (list, tuple)):
+        assert len(got) == len(want), f"{what}: lengths differ"
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same_tensors(g, w, f"{what}[{i}]")
+    else:
+        assert got == want, f"{what}: {got!r} != {want!r}"
+
+
+def test_codec_training_killed_in_epoch_2_resumes_to_the_uninterrupted_weights(tmp_path):
+    """Stage 5 as the recipe launches it (``utils/run_jobs.sh``, ``--resume true``): the whole
+    process group is sent SIGKILL in epoch 2 (``checkpoint.pth`` and ``1epoch.pth`` of epoch 1
+    written), then the same command is rerun. It resumes from epoch 1's checkpoint (epoch 1 is
+    not trained again), and its model files (``2epoch.pth``, ``latest.pth``, the ``*.best.pth``
+    links) and the model and optimizer states of ``checkpoint.pth`` equal those of a run that
+    was never interrupted, tensor for tensor: ESPnet reseeds ``random``, numpy and torch with
+    ``seed + epoch`` at the start of each epoch, and every draw of ours (``RandomCrop``'s crop,
+    the window choice, the MAE masks) comes from those generators, on CPU with one thread.
+    ``train.log`` keeps the killed run's lines above a ``# ---- restarted at`` line."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "test" / "espnet2_almtok" / "bin"))
+    make_data_dir = importlib.import_module("test_codec_train").make_data_dir
+    data = make_data_dir(tmp_path)  # 4 clips of 0.8 s: one batch of 4 crops of 0.5 s
+    reference, out = tmp_path / "reference", tmp_path / "resumed"
+    reference.mkdir()
+    out.mkdir()
+
+    finish_training(start_training(data, reference), reference)
+
+    proc = start_training(data, out)
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        log = (out / "train.log").read_text() if (out / "train.log").exists() else ""
+        if "2/2epoch started" in log:  # logged after epoch 1's checkpoint.pth and 1epoch.pth are saved
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)  # into epoch 2's steps
+    assert proc.poll() is None, f"training ended before the kill (rc {proc.returncode})"
+    os.killpg(proc.pid, signal.SIGKILL)  # run_jobs.sh, its subshell and python
+    proc.communicate(timeout=60)
+    assert (out / "checkpoint.pth").is_file() and (out / "1epoch.pth").is_file()
+    assert not (out / "2epoch.pth").exists(), "epoch 2 finished before the kill"
+    killed_log = (out / "train.log").read_text()
+    epoch1_mtime = (out / "1epoch.pth").stat().st_mtime_ns
+
+    finish_training(start_training(data, out), out)
+
+    log = (out / "train.log").read_text()
+    assert log.startswith(killed_log), "train.log lost the killed run's lines"
+    rerun_log = log[len(killed_log):]
+    assert rerun_log.startswith("# ---- restarted at")
+    assert f"The training was resumed using {out / 'checkpoint.pth'}" in rerun_log
+    assert "1epoch results" not in rerun_log and "2epoch results" in rerun_log  # epoch 1 not redone
+    if (out / "1epoch.pth").exists():
+        assert (out / "1epoch.pth").stat().st_mtime_ns == epoch1_mtime
+
+    got, want = model_files(out), model_files(reference)
+    assert "2epoch.pth" in want and want["latest.pth"][0] == "2epoch.pth" and "2epoch.pth" in got
+    assert_same_tensors(got["2epoch.pth"][1], want["2epoch.pth"][1], "2epoch.pth")
+    assert {k: v[0] for k, v in got.items()} == {k: v[0] for k, v in want.items()}  # same files and links
+    for name in want:
+        assert_same_tensors(got[name][1], want[name][1], name)
+    got_ckpt, want_ckpt = (torch.load(d / "checkpoint.pth", map_location="cpu", weights_only=False)
+                           for d in (out, reference))
+    assert_same_tensors(got_ckpt["model"], want_ckpt["model"], "checkpoint.pth model")
+    assert_same_tensors(got_ckpt["optimizers"], want_ckpt["optimizers"], "checkpoint.pth optimizers")
