@@ -63,6 +63,9 @@ def load_set(scp: Path, fs: int, max_utts: int = 0) -> List[Tuple[str, str, torc
             continue
         wav, sr = read_audio(wavs[utt], utt)
         out.append((utt, spk.get(utt, utt), resample(to_mono_tensor(wav, utt), sr, fs, utt)))
+    if not out:
+        raise ValueError(f"{scp} lists no speech utterances ({len(wavs)} entries, none of category speech "
+                         "in utt2category): nothing to benchmark; pass a --train_scp/--test_scp with speech")
     return out[:max_utts] if max_utts else out
 
 

@@ -299,6 +299,13 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ] && [ "${skip_eval}" = false ]; 
     inference_config_args "${inference_config}" > /dev/null || exit 1
     mapfile -d '' -t inf_args < <(inference_config_args "${inference_config}")
   fi
+  for s in ${test_sets}; do  # before anything runs: every test set has utterances
+    if ! grep -q . "${raw}/${s}/wav.scp" 2>/dev/null; then
+      echo "ERROR: ${raw}/${s}/wav.scp is missing or lists no utterances: test set '${s}' has nothing to" \
+           "decode; run stages 1-2 for it (check its bad_utts), or leave it out of --test_sets" >&2
+      exit 1
+    fi
+  done
   model_file=$(best_model "${final_exp}")
   for s in ${test_sets}; do
     dir=${final_exp}/decode_w${window}/${s}

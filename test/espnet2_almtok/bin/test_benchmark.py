@@ -79,3 +79,14 @@ def test_a_measurement_that_outgrows_its_memory_limit_is_stopped_and_recorded():
             "window": 4, "threads": 1, "what": "point", "seconds": 0.5, "repeats": 1, "warmup": 0}
     assert speed.run_in_child(task, max_rss_gb=0.01, timeout_s=600) == {
         "error": "stopped: needed more than 0.01 GB of memory"}
+
+
+@pytest.mark.parametrize("lines", ["", "s1 x.wav\n"])
+def test_a_set_without_speech_is_refused_naming_the_scp(tmp_path, lines):
+    """An empty wav.scp, or one whose clips are all non-speech, gives no benchmark data: an error
+    naming the file, not an empty table."""
+    scp = tmp_path / "wav.scp"
+    scp.write_text(lines)
+    (tmp_path / "utt2category").write_text("s1 sound\n")
+    with pytest.raises(ValueError, match=f"{scp} lists no speech utterances"):
+        benchmark.load_set(scp, 16000)

@@ -110,12 +110,18 @@ def test_skip_flags_and_backend_checks(tmp_path):
     (recipe / "exp/codec_train_almtok_debug_stage2").mkdir(parents=True)
     (recipe / "exp/semantic_prior").mkdir(parents=True)
     (recipe / "exp/semantic_prior/codebook_1.npy").write_bytes(b"")  # a stage 3 killed before its .done
+    (recipe / "dump/raw/empty").mkdir(parents=True)
+    (recipe / "dump/raw/empty/wav.scp").write_text("\n")  # a test set whose every utterance was dropped
+    (recipe / "dump/raw/test").mkdir(parents=True)
+    (recipe / "dump/raw/test/wav.scp").write_text("u1 u1.wav\n")  # stage 7's other checks come next
     for args, message in [(("--skip_train", "maybe"), "--skip_train must be true or false"),
                           (("--num_nodes", "2"), "--num_nodes 2 needs a cluster: add --cmd_backend slurm"),
                           (("--cmd_backend", "pbs"), "unknown cmd_backend 'pbs'"),
                           (("--skip_upload_hf", "false"), "no Hugging Face upload stage"),
                           (("--stage", "7", "--inference_config", str(tmp_path / "inf.yaml")), "'window' is set by run.sh"),
                           (("--stage", "7", "--inference_model", "1epoch.pth"), "--inference_model 1epoch.pth: exp/"),
-                          (("--stage", "5", "--stop_stage", "5"), "stage 3 did not finish; rerun it (--stage 3)")]:
+                          (("--stage", "5", "--stop_stage", "5"), "stage 3 did not finish; rerun it (--stage 3)"),
+                          (("--stage", "7", "--stop_stage", "7", "--test_sets", "empty"),
+                           "dump/raw/empty/wav.scp is missing or lists no utterances")]:
         bad = run_recipe(recipe, *args, check=False)
         assert bad.returncode != 0 and message in bad.stderr, (args, bad.stderr[-500:])
