@@ -22,13 +22,20 @@ Independent judges (``--judges``, default ``asr,dnsmos``; ``none`` turns them of
 - ``spk``: ``spk_sim``, cosine similarity of x-vectors of resynthesis and original (speech
   utterances) from a local HuggingFace ``*ForXVector`` model, ``--spk_model DIR``.
 
-Writes ``utt_result.txt`` (TSV; "-" where a judge does not apply), ``avg_result.txt`` (ESPnet
+In parallel (recipe stage 8, ``JOB=1:N`` through ``cmd.sh``): each job scores its share
+(``--key_file``) into its own ``--out_dir``; then ``--merge_dirs DIR...`` (no judge is loaded)
+joins the jobs' per-utterance rows and transcripts and writes the outputs below for the whole
+set, the same as one job over all utterances would (corpus WER from all transcripts at once).
+
+Writes ``utt_result.txt`` (TSV; "-" where a judge does not apply; ``utt_result.json``: the same
+rows at full precision), ``avg_result.txt`` (ESPnet
 style ``key: value`` lines: means over finite values with their counts ``<key>_n``, corpus WER/CER,
 token rate and bitrate from the codes' ``meta.yaml``), ``result.md`` (one table), and with
 ``asr`` the transcripts ``asr_text`` (resynthesis) and ``asr_text_ref`` (original) as Kaldi tables.
 """
 
 import argparse
+import json
 import logging
 import math
 from pathlib import Path
@@ -208,6 +215,8 @@ def write_outputs(args, rows: List[Dict], columns: List[str], panel: JudgePanel)
     out.mkdir(parents=True, exist_ok=True)
     lines = ["utt\t" + "\t".join(columns)] + [r["utt"] + "\t" + "\t".join(_cell(r, c) for c in columns) for r in rows]
     atomic_write_text(out / "utt_result.txt", "\n".join(lines) + "\n")
+    # full precision, for --merge_dirs (a merged set averages the values a single job would)
+    atomic_write_text(out / "utt_result.json", json.dumps({"columns": list(columns), "rows": rows}))
     if panel.asr_hyp:
         write_table(out / "asr_text", panel.asr_hyp)
         write_table(out / "asr_text_ref", panel.asr_hyp_ref)
@@ -242,6 +251,54 @@ def write_outputs(args, rows: List[Dict], columns: List[str], panel: JudgePanel)
     return md
 
 
+def read_job_outputs(dirs: Sequence[Path]):
+    """The per-utterance rows ``[{col: value, "utt": utt}]``, the columns and the ASR transcripts
+    (resynthesis, original) that the scoring jobs wrote into ``dirs``; an utterance scored by two
+    jobs, or a job without its ``utt_result.json``, is an error naming the job."""
+    rows, columns, asr_hyp, asr_hyp_ref = [], None, {}, {}
+    seen: Dict[str, Path] = {}
+    for d in dirs:
+        path = Path(d) / "utt_result.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: the scoring job writing {d} did not finish; see its log")
+        saved = json.loads(path.read_text())
+        if columns is None:
+            columns = saved["columns"]
+        elif saved["columns"] != columns:
+            raise ValueError(f"{path} has columns {saved['columns']}, another job {columns}: jobs ran with other --judges")
+        for row in saved["rows"]:
+            if row["utt"] in seen:
+                raise ValueError(f"utterance {row['utt']} is scored by two jobs ({seen[row['utt']]} and {d}): "
+                                 "overlapping --key_file")
+            seen[row["utt"]] = Path(d)
+            rows.append(row)
+        for name, table in (("asr_text", asr_hyp), ("asr_text_ref", asr_hyp_ref)):
+            if (Path(d) / name).is_file():
+                table.update(read_table(Path(d) / name))
+    return sorted(rows, key=lambda r: r["utt"]), columns or list(METRICS), asr_hyp, asr_hyp_ref
+
+
+def merge(args, utts: List[str], selection: "Selection") -> str:
+    """``--merge_dirs``: the whole set's outputs in ``--out_dir`` from the jobs' outputs."""
+    rows, columns, asr_hyp, asr_hyp_ref = read_job_outputs(args.merge_dirs)
+    scored = {r["utt"] for r in rows}
+    missing, extra = sorted(set(utts) - scored), sorted(scored - set(utts))
+    if missing or extra:
+        raise ValueError(f"the scoring jobs in {[str(d) for d in args.merge_dirs]} cover {len(scored)} utterances, "
+                         f"{args.ref_scp} lists {len(utts)}: missing {missing[:3]}, not in the set {extra[:3]}; "
+                         "rerun stage 8")
+    names = [n for n, col in (("asr", "asr_wer"), ("dnsmos", "dnsmos_ovrl"), ("spk", "spk_sim")) if col in columns]
+    panel = JudgePanel({n: None for n in names}, selection, selection.asr_refs(utts), args.fs)
+    panel.asr_hyp, panel.asr_hyp_ref = asr_hyp, asr_hyp_ref
+    panel.finish(rows)
+    return write_outputs(args, rows, columns, panel)
+
+
+def read_keys(path: Path) -> List[str]:
+    """The utterance ids of a key file (first field per line, as ESPnet's ``--key_file``)."""
+    return [line.split()[0] for line in Path(path).read_text().splitlines() if line.strip()]
+
+
 def main(argv: Sequence[str] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ref_scp", type=Path, required=True)
@@ -256,9 +313,24 @@ def main(argv: Sequence[str] = None) -> None:
                    help="Kaldi 'utt category'; the judges score only 'speech' utterances")
     p.add_argument("--judges", default="asr,dnsmos", help="comma list of asr,dnsmos,spk, or none")
     p.add_argument("--spk_model", type=Path, default=None, help="local HuggingFace *ForXVector dir (spk judge)")
+    p.add_argument("--key_file", type=Path, default=None,
+                   help="score only these utterances (one job's share; first field per line)")
+    p.add_argument("--merge_dirs", type=Path, nargs="+", default=None,
+                   help="instead of scoring: join these jobs' --out_dir outputs into --out_dir for the whole set")
     args = p.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
     ref, hyp = read_table(args.ref_scp), read_table(args.hyp_scp)
+    selection = Selection(read_optional_table(args.text, "--text"), read_optional_table(args.utt2lang, "--utt2lang"),
+                          read_optional_table(args.utt2category, "--utt2category"))
+    if args.merge_dirs:
+        print(merge(args, sorted(ref), selection))
+        return
+    if args.key_file is not None:
+        keys = read_keys(args.key_file)
+        unknown = sorted(set(keys) - set(ref))
+        if unknown:
+            raise KeyError(f"{args.key_file} names {len(unknown)} utterance(s) not in {args.ref_scp}, e.g. {unknown[:3]}")
+        ref = {k: ref[k] for k in keys}
     missing = sorted(set(ref) - set(hyp))
     if missing:
         raise KeyError(f"{len(missing)} reference utterance(s) have no resynthesis in {args.hyp_scp}, "
@@ -268,8 +340,6 @@ def main(argv: Sequence[str] = None) -> None:
         judges = build_judges(names, args.spk_model)
     except (ValueError, JudgeUnavailable) as e:
         p.error(str(e))
-    selection = Selection(read_optional_table(args.text, "--text"), read_optional_table(args.utt2lang, "--utt2lang"),
-                          read_optional_table(args.utt2category, "--utt2category"))
     utts = sorted(ref)
     asr_refs = selection.asr_refs(utts)
     if "asr" in judges:

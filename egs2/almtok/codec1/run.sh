@@ -16,7 +16,7 @@ hf_repo=""                 # Hugging Face model repo for stage 11, e.g. "user/al
 ngpu=0                     # GPUs per node for training (> 1: DDP)
 num_nodes=1                # nodes for training (> 1: DDP over nodes; needs --cmd_backend slurm)
 nj=2                       # parallel jobs of data formatting (stage 2)
-inference_nj=2             # parallel jobs of decoding (stage 7)
+inference_nj=2             # parallel jobs of decoding and scoring (stages 7-8)
 gpu_inference=false        # decode on a GPU (${cuda_cmd} --gpu 1) instead of the CPU (${decode_cmd})
 dumpdir=dump               # formatted data: ${dumpdir}/raw/<set>
 expdir=exp                 # models, priors, decodings
@@ -82,7 +82,8 @@ Stages:
      (--stage2_freeze_param "${stage2_freeze_param}") -> exp/codec_<tag>_stage2
   7  decoding: tokens (Kaldi ark/scp) + resynthesis at --window w, --inference_nj jobs
      -> <exp>/decode_w<w>/<set>
-  8  scoring: mel/STFT distance, PESQ, STOI, SI-SNR, token rate, bitrate -> .../scores/
+  8  scoring: mel/STFT distance, PESQ, STOI, SI-SNR, token rate, bitrate, judges, --inference_nj
+     jobs then one merge -> .../scores/
   9  packing: <exp>/almtok_packed.zip in ESPnet's pack format (meta.yaml; generator-only weights), read by
      ALMTokenizer.from_pretrained, espnet2.main_funcs.pack_funcs.unpack and
      python -m espnet2_almtok.bin.gan_codec_inference --model_tag <zip>
@@ -95,7 +96,7 @@ Options (default):
   --stage (${stage}) --stop_stage (${stop_stage}) --corpus (${corpus}) --train_config (${train_config})
   --skip_data_prep (${skip_data_prep}: stages 1-4) --skip_train (${skip_train}: 5-6) --skip_eval (${skip_eval}: 7-8)
   --skip_upload_hf (${skip_upload_hf}; false: stage 11 uploads to Hugging Face) --hf_repo (user/name, for stage 11)
-  --cmd_backend (local|slurm; default: cmd.sh's) --nj (${nj}: stage 2 jobs) --inference_nj (${inference_nj}: stage 7 jobs)
+  --cmd_backend (local|slurm; default: cmd.sh's) --nj (${nj}: stage 2 jobs) --inference_nj (${inference_nj}: stage 7-8 jobs)
   --ngpu (${ngpu}: training GPUs per node) --num_nodes (${num_nodes}) --gpu_inference (${gpu_inference})
   --train_tasks_per_node (slurm: DDP ranks per node; default max(ngpu, 1))
   --dumpdir (${dumpdir}) --expdir (${expdir}) --inference_model (best found) --inference_config (YAML)
@@ -336,10 +337,19 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ] && [ "${skip_eval}" = false ]; 
       if [ -f "${raw}/${s}/${f}" ]; then judge_args+=(--"${f}" "${raw}/${s}/${f}"); fi
     done
     [ -z "${score_spk_model}" ] || judge_args+=(--spk_model "${score_spk_model}")
-    ${decode_cmd} "${dir}/scores.log" \
-      python -m espnet2_almtok.recipe.score --ref_scp "${raw}/${s}/wav.scp" --hyp_scp "${dir}/wav/wav.scp" \
-      --codes_dir "${dir}/codes" --fs "${fs}" --out_dir "${dir}/scores" --title "${tag} ${s}" "${judge_args[@]}" \
-      || { echo "scoring failed; see ${dir}/scores.log" >&2; exit 1; }
+    score_args=(--ref_scp "${raw}/${s}/wav.scp" --hyp_scp "${dir}/wav/wav.scp" --codes_dir "${dir}/codes"
+                --fs "${fs}" --title "${tag} ${s}" "${judge_args[@]}")
+    # --inference_nj jobs, each scoring its share of the set, then one merge of their outputs
+    n=$(grep -c . "${raw}/${s}/wav.scp"); jobs=$(( inference_nj < n ? inference_nj : n ))
+    sdir=${dir}/scores_split${jobs}
+    mkdir -p "${sdir}"
+    keys=(); outs=(); for ((j = 1; j <= jobs; j++)); do keys+=("${sdir}/keys.${j}"); outs+=("${sdir}/out.${j}"); done
+    utils/split_scp.sh "${raw}/${s}/wav.scp" "${keys[@]}"
+    ${decode_cmd} JOB=1:"${jobs}" "${sdir}/score.JOB.log" \
+      python -m espnet2_almtok.recipe.score "${score_args[@]}" --key_file "${sdir}/keys.JOB" --out_dir "${sdir}/out.JOB" \
+      || { echo "scoring failed; see ${sdir}/score.*.log" >&2; exit 1; }
+    python -m espnet2_almtok.recipe.score "${score_args[@]}" --merge_dirs "${outs[@]}" --out_dir "${dir}/scores" \
+      > "${sdir}/merge.log" 2>&1 || { echo "merging the scores failed; see ${sdir}/merge.log" >&2; exit 1; }
     cat "${dir}/scores/result.md"
   done
 fi

@@ -99,3 +99,23 @@ def test_a_missing_judge_package_names_it_and_the_way_out(data, monkeypatch, cap
     assert "`speechmos`" in err and "--judges none" in err
     with pytest.raises(FileNotFoundError, match="--utt2lang"):
         run(data, "x", "--judges", "none", "--utt2lang", str(data / "absent"))
+
+
+def test_scoring_split_in_jobs_and_merged_equals_one_job(data):
+    """Stage 8 with JOB=1:N: each job scores its --key_file share; --merge_dirs writes the same
+    files as one job over the whole set (corpus WER from all the jobs' transcripts)."""
+    tables = ["--text", str(data / "text"), "--utt2lang", str(data / "utt2lang"),
+              "--utt2category", str(data / "utt2category")]
+    whole = run(data, "whole", *tables)
+    (data / "keys.1").write_text("en_speech\nsound\n")
+    (data / "keys.2").write_text("fr_speech\n")
+    jobs = [run(data, f"job.{j}", *tables, "--key_file", str(data / f"keys.{j}")) for j in (1, 2)]
+    merged = run(data, "merged", *tables, "--merge_dirs", *map(str, jobs))
+    for name in ("utt_result.txt", "avg_result.txt", "result.md", "asr_text", "asr_text_ref"):
+        assert (merged / name).read_text() == (whole / name).read_text(), name
+    with pytest.raises(ValueError, match="scored by two jobs"):
+        run(data, "bad", *tables, "--merge_dirs", str(jobs[0]), str(jobs[0]), str(jobs[1]))
+    with pytest.raises(ValueError, match=r"missing \['fr_speech'\]"):
+        run(data, "bad", *tables, "--merge_dirs", str(jobs[0]))
+    with pytest.raises(FileNotFoundError, match="did not finish"):
+        run(data, "bad", *tables, "--merge_dirs", str(jobs[0]), str(data / "job.3"))

@@ -77,7 +77,7 @@ def test_parallel_stages_through_slurm_equal_the_local_run(demo_codec_recipe, sl
                "--score_judges", "none")
     rel = "exp/codec_train_almtok_debug_stage2/decode_w4/test"
     assert all(ran_under_slurm(recipe / rel / f"logdir/decode.{j}.log") for j in (1, 2, 3))
-    assert ran_under_slurm(recipe / rel / "scores.log")
+    assert all(ran_under_slurm(recipe / rel / f"scores_split3/score.{j}.log") for j in (1, 2, 3))
     codes, local_codes = dict(read_codes_scp(recipe / rel / "codes/codes.scp")), \
         dict(read_codes_scp(local / rel / "codes/codes.scp"))
     assert set(codes) == set(local_codes) and len(codes) == 13
