@@ -126,6 +126,11 @@ def test_ddp_training_with_two_slurm_tasks_trains_and_resumes(slurm, tmp_path):
 
     (exp / ".done").unlink()
     run_recipe(recipe, *common, "--stage1_args", "--max_epoch 2 --num_iters_per_epoch 3")
+    first_run = log
     log = (exp / "train.log").read_text()
-    assert "The training was resumed using" in log and "1epoch results" not in log and "rank 1 of 2" in log
+    # the log is appended to: the first run's text, a restart line, then the resumed run's
+    assert log.startswith(first_run)
+    resumed = log[len(first_run):]
+    assert resumed.startswith("# ---- restarted at"), resumed[:200]
+    assert "The training was resumed using" in resumed and "1epoch results" not in resumed and "rank 1 of 2" in resumed
     assert (exp / "2epoch.pth").is_file() and (exp / ".done").is_file()
