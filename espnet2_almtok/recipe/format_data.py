@@ -47,23 +47,18 @@ PER_UTT_TABLES = ("text", "text.orig", "utt2spk", "utt2category", "utt2lang")
 MAX_SEGMENT_OVERSHOOT = 0.5  # seconds a segment may end past its recording (Kaldi's extract-segments default)
 
 
-def _audio_fields(src: Path, fs: int, min_dur: float, max_dur: float) -> dict:
-    """What decides the formatted audio files: the options and the recordings' listing."""
-    return {"fs": int(fs), "min_dur": float(min_dur), "max_dur": float(max_dur),
-            "wav.scp": optional_file_sha256(src / "wav.scp"), "segments": optional_file_sha256(src / "segments")}
+def format_signature(src: Path, fs: int, min_dur: float, max_dur: float, on_bad: str) -> Tuple[str, str]:
+    """(the text of ``.done``, the audio key), each input file hashed once.
 
-
-def audio_key(src: Path, fs: int, min_dur: float, max_dur: float) -> str:
-    """The name of the ``out/data`` subdirectory holding the files formatted under these options
-    and inputs (12 hex digits of their digest)."""
-    return hashlib.sha256(done_signature(**_audio_fields(src, fs, min_dur, max_dur)).encode()).hexdigest()[:12]
-
-
-def format_signature(src: Path, fs: int, min_dur: float, max_dur: float, on_bad: str) -> str:
-    """The text of ``.done``: the audio fields, ``on_bad`` and the digests of the tables copied or
-    checked (``text`` and :data:`PER_UTT_TABLES`)."""
+    The audio key names the ``out/data`` subdirectory of the files formatted under these options
+    and inputs: 12 hex digits of the digest of what decides the files (the options and the
+    recordings' listing). ``.done`` records those fields, ``on_bad`` and the digests of the tables
+    copied or checked (``text`` and :data:`PER_UTT_TABLES`)."""
+    audio = {"fs": int(fs), "min_dur": float(min_dur), "max_dur": float(max_dur),
+             "wav.scp": optional_file_sha256(src / "wav.scp"), "segments": optional_file_sha256(src / "segments")}
+    key = hashlib.sha256(done_signature(**audio).encode()).hexdigest()[:12]
     tables = {name: optional_file_sha256(src / name) for name in ("text",) + PER_UTT_TABLES}
-    return done_signature(**_audio_fields(src, fs, min_dur, max_dur), on_bad=on_bad, tables=tables)
+    return done_signature(**audio, on_bad=on_bad, tables=tables), key
 
 
 def _kept_count(dst: Path) -> int:
@@ -116,7 +111,7 @@ def format_dir(src: Path, dst: Path, fs: int, min_dur: float, max_dur: float, on
         raise FileNotFoundError(f"{src}/wav.scp is missing or empty; run stage 1")
     if job is not None and not 1 <= job <= nj:
         raise ValueError(f"--job {job} is outside 1..--nj {nj}")
-    signature = format_signature(src, fs, min_dur, max_dur, on_bad)
+    signature, key = format_signature(src, fs, min_dur, max_dur, on_bad)
     if done_matches(dst / ".done", signature, str(dst)):
         return _kept_count(dst)
     segments = read_segments(src / "segments")
@@ -125,7 +120,7 @@ def format_dir(src: Path, dst: Path, fs: int, min_dur: float, max_dur: float, on
     keys = sorted(utt_ids | set(text))
     if job is not None:
         keys = _job_keys(keys, nj, job)
-    audio_dir = dst / "data" / audio_key(src, fs, min_dur, max_dur)
+    audio_dir = dst / "data" / key
     audio_dir.mkdir(parents=True, exist_ok=True)
     bad: Dict[str, str] = {}
     audio_of = "segments line" if segments else "wav.scp entry"
@@ -184,7 +179,7 @@ def merge_jobs(src: Path, dst: Path, nj: int, fs: int, min_dur: float, max_dur: 
     ``dst``; returns the kept count. A job that did not finish, or finished for other inputs or
     options, is an error naming it."""
     src, dst = Path(src), Path(dst)
-    signature = format_signature(src, fs, min_dur, max_dur, on_bad)
+    signature, key = format_signature(src, fs, min_dur, max_dur, on_bad)
     if done_matches(dst / ".done", signature, str(dst)):
         return _kept_count(dst)
     out_scp, num_samples, bad, n_keys = {}, {}, {}, 0
@@ -200,8 +195,7 @@ def merge_jobs(src: Path, dst: Path, nj: int, fs: int, min_dur: float, max_dur: 
         out_scp.update(read_table(jdir / "wav.scp"))
         num_samples.update(read_table(jdir / "utt2num_samples"))
         bad.update(read_table(jdir / "bad_utts"))
-    return _write_outputs(src, dst, out_scp, num_samples, bad, n_keys, signature,
-                          dst / "data" / audio_key(src, fs, min_dur, max_dur))
+    return _write_outputs(src, dst, out_scp, num_samples, bad, n_keys, signature, dst / "data" / key)
 
 
 def _remove_stale_audio(dst: Path, audio_dir: Path) -> None:
