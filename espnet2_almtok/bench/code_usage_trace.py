@@ -51,6 +51,19 @@ def main(argv=None) -> None:
         cut.codec.train()
         return [layer["distinct"] for layer in C.code_usage(codes, int(cut.codebook_size))["layers"]]
 
+    def frame_scale() -> str:
+        """Mean norm of the untrained model's patchified frames on the test prompts, against the
+        norm of the sinusoidal positions the encoder adds to them (what ``frame_norm`` balances)."""
+        from espnet2_almtok.codec.transformer import sinusoidal_positions
+
+        g = cut.codec.generator
+        with torch.no_grad():
+            norms = [g.patchify_frames(w, w.shape[-1] // g.hop_length).norm(dim=-1).mean()
+                     for w in (g.pad_to_window(c.wav.view(1, 1, -1), 4) for c in test)]
+            pos = sinusoidal_positions(16, g.query_token.numel()).norm(dim=-1).mean()
+        return f"frames of norm {float(torch.stack(norms).mean()):.2f}, positions of norm {float(pos):.2f}"
+
+    print(f"{label}: untrained {frame_scale()}", flush=True)
     sampler = C.CropSampler(train, 4, 0.5, 0)
     trainer = BudgetTrainer(cut.codec, lr=5e-4)
     print(f"{label}: step 0, codes in use {usage()}", flush=True)
