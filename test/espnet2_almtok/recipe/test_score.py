@@ -119,3 +119,6 @@ def test_scoring_split_in_jobs_and_merged_equals_one_job(data):
         run(data, "bad", *tables, "--merge_dirs", str(jobs[0]))
     with pytest.raises(FileNotFoundError, match="did not finish"):
         run(data, "bad", *tables, "--merge_dirs", str(jobs[0]), str(data / "job.3"))
+    (data / "keys.bad").write_text("en_speech\nnot_an_utt\n")
+    with pytest.raises(KeyError, match=r"keys.bad names 1 utterance\(s\) not in .*ref.scp"):
+        run(data, "bad", *tables, "--key_file", str(data / "keys.bad"))
