@@ -60,6 +60,13 @@ must match), and ends with the outputs an uninterrupted run writes. The publishe
 (``codebook_*.npy``, ``prior_info.yaml``) of an earlier run are removed when the stage starts
 over and rewritten at its end, so a killed run leaves none that looks finished (the recipe reads
 ``codebook_*.npy`` in stage 5).
+
+Feature extraction in N jobs (the recipe's ``JOB=1:N`` through ``cmd.sh``): run once with
+``--nj N --prepare`` (empties feature dirs of other sources or inputs, removes an earlier run's
+published outputs; loads no model), then ``--nj N --job J`` for J = 1..N (each extracts every
+N-th utterance of the subset, in parallel, on any host that sees ``out_dir``), then the command
+without ``--job`` (finds every feature in place and runs the k-means). ``--nj``/``--job`` change
+no output: the codebooks equal a one-job run's.
 """
 
 import argparse
@@ -185,15 +192,46 @@ def use_dir(path: Path, stamp_name: str, stamp: str, what: str) -> None:
         tmp.unlink()
 
 
+def feature_stamp(upstream: str, path: Optional[str], layer: int, inputs: str) -> str:
+    """What a feature dir's ``.source`` records: the source and the digests of the input lists."""
+    return done_signature(upstream=upstream, path=path, layer=layer, inputs=inputs)
+
+
+@dataclass(frozen=True)
+class JobShare:
+    """Job ``job`` of ``nj`` (1-based): extracts entries ``job - 1, job - 1 + nj, ...``."""
+
+    job: int
+    nj: int
+
+    def take(self, entries: list) -> list:
+        return entries[self.job - 1 :: self.nj]
+
+
+def check_prepared(feat_dir: Path, stamp: str) -> None:
+    """A job's check that ``--prepare`` readied ``feat_dir`` for this source and these inputs
+    (jobs never empty a directory: another job may be writing to it)."""
+    stamp_file = feat_dir / ".source"
+    if not stamp_file.is_file() or stamp_file.read_text() != stamp:
+        raise RuntimeError(f"{feat_dir} is not prepared for this source and these inputs: run the same command "
+                           "with --prepare (and without --job) before the --job runs")
+
+
 def extract_features(entries: List[Tuple[str, str]], source: FeatureSource, feat_dir: Path,
-                     inputs: str = "") -> List[Path]:
+                     inputs: str = "", share: Optional[JobShare] = None) -> List[Path]:
     """One ``(frames, D)`` ``.npy`` per utterance under ``feat_dir``. Those already there are
     kept if ``feat_dir/.source`` records this source and ``inputs`` (the digests of the input
-    lists); otherwise the directory is emptied first."""
-    use_dir(feat_dir, ".source", done_signature(upstream=source.upstream, path=source.path, layer=source.layer,
-                                                inputs=inputs), "features")
+    lists); otherwise the directory is emptied first. With ``share``, only that job's share of
+    ``entries`` is extracted, into a directory ``--prepare`` readied."""
+    stamp = feature_stamp(source.upstream, source.path, source.layer, inputs)
+    if share is None:
+        use_dir(feat_dir, ".source", stamp, "features")
+    else:
+        check_prepared(feat_dir, stamp)
+        entries = share.take(entries)
     paths = []
-    for utt, spec in tqdm(entries, desc=f"{source.upstream} layer {source.layer}", unit="utt"):
+    desc = f"{source.upstream} layer {source.layer}" + (f" (job {share.job}/{share.nj})" if share else "")
+    for utt, spec in tqdm(entries, desc=desc, unit="utt"):
         out = feat_dir / f"{utt}.npy"
         paths.append(out)
         if out.exists():
@@ -385,7 +423,7 @@ def run_signature(args) -> str:
     """What a finished stage covers (``out_dir/.done``): the inputs' digests and every option
     that changes the outputs."""
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items())
-               if k not in ("device", "out_dir", "wav_scp", "utt2category")}
+               if k not in ("device", "out_dir", "wav_scp", "utt2category", "nj", "job", "prepare")}
     return done_signature(stage="semantic_prior", wav_scp=optional_file_sha256(args.wav_scp),
                           utt2category=optional_file_sha256(args.utt2category) if args.utt2category else None,
                           options=options)
@@ -403,10 +441,77 @@ def remove_published(out_dir: Path) -> None:
         p.unlink(missing_ok=True)
 
 
+@dataclass
+class FeaturePlan:
+    """One feature dir a run fills: the utterances of one source (a domain's, in a mix)."""
+
+    feat_dir: Path
+    upstream: str
+    path: Optional[str]
+    layer: int
+    entries: List[Tuple[str, str]]
+    prefix: str = ""  # of the flags that name this source in errors ("speech_", "audio_")
+
+    def load(self, device: str) -> FeatureSource:
+        return load_source(self.upstream, self.path, self.layer, device, prefix=self.prefix)
+
+
+@dataclass
+class MixPlan:
+    cats: Dict[str, str]
+    entries: Dict[str, List[Tuple[str, str]]]
+    sizes: Dict[str, int]
+    note: Optional[str]
+
+    @property
+    def used(self) -> List[str]:
+        return [d for d in DOMAINS if self.sizes[d] > 0]
+
+
+def plan_mix(args) -> MixPlan:
+    cats = read_utt2category(args.utt2category)
+    entries = split_domains(read_wav_scp(args.wav_scp), cats, args.utt2category)
+    sizes, note = domain_sizes(args.codebook_size, args.speech_fraction, {d: len(e) for d, e in entries.items()},
+                               args.allow_single_domain, args.utt2category)
+    return MixPlan(cats, entries, sizes, note)
+
+
+def feature_plans(args, mixed: bool) -> List[FeaturePlan]:
+    """The feature dirs of this run, each with its (subsampled) utterances, in extraction order."""
+    if not mixed:
+        return [FeaturePlan(args.out_dir / "feats", args.upstream, args.upstream_path, args.layer,
+                            subsample(read_wav_scp(args.wav_scp), args.max_utts, args.seed))]
+    mix = plan_mix(args)
+    return [FeaturePlan(args.out_dir / f"feats_{d}", *domain_args(args, d),
+                        subsample(mix.entries[d], args.max_utts, args.seed), prefix=f"{d}_") for d in mix.used]
+
+
+def prepare_jobs(args, mixed: bool) -> None:
+    """``--prepare``: ready the feature dirs for ``--job`` runs (those of other sources or inputs
+    are emptied, a killed run's temporary files removed) and remove an earlier run's published
+    outputs. Loads no model."""
+    remove_published(args.out_dir)
+    for plan in feature_plans(args, mixed):
+        use_dir(plan.feat_dir, ".source", feature_stamp(plan.upstream, plan.path, plan.layer, input_digests(args)),
+                "features")
+
+
+def run_job(args, mixed: bool) -> None:
+    """``--job J``: extract job J's share of every feature dir (no k-means)."""
+    plans = feature_plans(args, mixed)
+    sources = [plan.load(args.device) for plan in plans]
+    if mixed:
+        check_same_width({p.prefix.rstrip("_"): s for p, s in zip(plans, sources)})
+    share = JobShare(args.job, args.nj)
+    for plan, source in zip(plans, sources):
+        paths = extract_features(plan.entries, source, plan.feat_dir, input_digests(args), share)
+        logging.info(f"job {args.job}/{args.nj}: {len(paths)} utterance(s) of {source.describe()} in {plan.feat_dir}")
+
+
 def run_single(args, signature: str) -> List[dict]:
-    source = load_source(args.upstream, args.upstream_path, args.layer, args.device)
-    entries = subsample(read_wav_scp(args.wav_scp), args.max_utts, args.seed)
-    paths = extract_features(entries, source, args.out_dir / "feats", input_digests(args))
+    (plan,) = feature_plans(args, mixed=False)
+    source = plan.load(args.device)
+    paths = extract_features(plan.entries, source, plan.feat_dir, input_digests(args))
     feats = load_frames(paths, source.dim, args.max_frames, args.seed)
     logging.info(f"k-means on {feats.shape[0]} frames of dim {feats.shape[1]}")
     n_layers = args.n_q if args.residual_init == "kmeans" else 1
@@ -452,11 +557,8 @@ def domain_prior(domain: str, source: FeatureSource, entries: List[Tuple[str, st
 
 
 def run_mixed(args, signature: str) -> List[dict]:
-    cats = read_utt2category(args.utt2category)
-    entries = split_domains(read_wav_scp(args.wav_scp), cats, args.utt2category)
-    sizes, note = domain_sizes(args.codebook_size, args.speech_fraction, {d: len(e) for d, e in entries.items()},
-                               args.allow_single_domain, args.utt2category)
-    used = [d for d in DOMAINS if sizes[d] > 0]
+    mix = plan_mix(args)
+    cats, entries, sizes, note, used = mix.cats, mix.entries, mix.sizes, mix.note, mix.used
     sources = {d: load_source(*domain_args(args, d), args.device, prefix=f"{d}_") for d in used}
     dim = check_same_width(sources)  # before any extraction
     parts, feats, start = [], {}, 0
@@ -526,6 +628,10 @@ def get_parser() -> argparse.ArgumentParser:
                    help="share of each codebook's rows for speech: round(K * fraction)")
     g.add_argument("--allow_single_domain", action="store_true",
                    help="if one domain has no utterances, give all rows to the other instead of failing")
+    j = p.add_argument_group("feature extraction in N jobs (--prepare, then --job 1..N, then no --job)")
+    j.add_argument("--nj", type=int, default=1, help="number of extraction jobs")
+    j.add_argument("--job", type=int, default=None, help="extract only this job's share (1..nj); no k-means")
+    j.add_argument("--prepare", action="store_true", help="ready the feature dirs for the --job runs; loads no model")
     return p
 
 
@@ -534,11 +640,26 @@ def main(argv: Sequence[str] = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
     mixed = mixed_mode(args, parser)
+    if args.nj < 1:
+        parser.error(f"--nj must be >= 1, got {args.nj}")
+    if args.job is not None and not 1 <= args.job <= args.nj:
+        parser.error(f"--job must be in 1..--nj ({args.nj}), got {args.job}")
+    if args.job is not None and args.prepare:
+        parser.error("--prepare runs once before the --job runs: give one of them")
     if not mixed and args.upstream is None:
         args.upstream = "hf_hubert_custom"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     done = args.out_dir / ".done"
     signature = run_signature(args)
+    if args.prepare or args.job is not None:
+        if done.is_file() and done.read_text() == signature:
+            logging.info(f"semantic priors in {args.out_dir} are complete for these inputs (.done); nothing to do")
+        elif args.prepare:
+            done.unlink(missing_ok=True)
+            prepare_jobs(args, mixed)
+        else:
+            run_job(args, mixed)
+        return
     info = None
     if done_matches(done, signature, f"semantic priors in {args.out_dir}"):
         prior_info = args.out_dir / "prior_info.yaml"

@@ -15,7 +15,7 @@ skip_upload_hf=true        # false: stage 11 uploads the packed model to --hf_re
 hf_repo=""                 # Hugging Face model repo for stage 11, e.g. "user/almtok_demo"
 ngpu=0                     # GPUs per node for training (> 1: DDP)
 num_nodes=1                # nodes for training (> 1: DDP over nodes; needs --cmd_backend slurm)
-nj=2                       # parallel jobs of data formatting (stage 2)
+nj=2                       # parallel jobs of data formatting and prior features (stages 2-3)
 inference_nj=2             # parallel jobs of decoding and scoring (stages 7-8)
 gpu_inference=false        # decode on a GPU (${cuda_cmd} --gpu 1) instead of the CPU (${decode_cmd})
 dumpdir=dump               # formatted data: ${dumpdir}/raw/<set>
@@ -70,7 +70,7 @@ Stages:
   1  data preparation (--corpus demo|mini_an4|librispeech|audio_dir|asterisk) -> data/{train,dev,test}
   2  format/dump: mono, --fs Hz PCM16 (default: the config's sampling_rate), length filter,
      bad-data policy (--on_bad) -> dump/raw/
-  3  semantic priors: s3prl features (--ssl_upstream/--ssl_path/--ssl_layer), residual k-means
+  3  semantic priors: s3prl features (--ssl_upstream/--ssl_path/--ssl_layer) in --nj jobs, residual k-means
      -> exp/semantic_prior/codebook_{1..n_q}.npy; per domain with --prior_audio_upstream beats
      --prior_audio_path BEATs.pt (speech rows from --ssl_upstream, the rest from BEATs)
   4  shapes for ESPnet's samplers -> dump/raw/<set>/audio_shape
@@ -96,7 +96,7 @@ Options (default):
   --stage (${stage}) --stop_stage (${stop_stage}) --corpus (${corpus}) --train_config (${train_config})
   --skip_data_prep (${skip_data_prep}: stages 1-4) --skip_train (${skip_train}: 5-6) --skip_eval (${skip_eval}: 7-8)
   --skip_upload_hf (${skip_upload_hf}; false: stage 11 uploads to Hugging Face) --hf_repo (user/name, for stage 11)
-  --cmd_backend (local|slurm; default: cmd.sh's) --nj (${nj}: stage 2 jobs) --inference_nj (${inference_nj}: stage 7-8 jobs)
+  --cmd_backend (local|slurm; default: cmd.sh's) --nj (${nj}: stage 2-3 jobs) --inference_nj (${inference_nj}: stage 7-8 jobs)
   --ngpu (${ngpu}: training GPUs per node) --num_nodes (${num_nodes}) --gpu_inference (${gpu_inference})
   --train_tasks_per_node (slurm: DDP ranks per node; default max(ngpu, 1))
   --dumpdir (${dumpdir}) --expdir (${expdir}) --inference_model (best found) --inference_config (YAML)
@@ -180,12 +180,19 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ] && [ "${skip_data_prep}" = fals
     source_args=(--upstream "${upstream}" ${path:+--upstream_path "${path}"} --layer "${ssl_layer}")
   fi
   prior_gpu=$([ "${ngpu}" -gt 0 ] && echo 1 || echo 0)
-  # shellcheck disable=SC2046
+  prior_args=(--wav_scp "${raw}/${train_set}/wav.scp" "${source_args[@]}"
+              --codebook_size "$(yaml_get codec_conf generator_params codebook_size)"
+              --n_q "$(yaml_get codec_conf generator_params n_q)" --residual_init "${residual_init}"
+              --max_utts "${prior_max_utts}" --out_dir "${prior_dir}")
+  [ "${prior_gpu}" = 1 ] && prior_args+=(--device cuda)
+  # features in ${nj} jobs (JOB=1:N through cmd.sh, logs in ${prior_dir}/logdir), then the k-means
+  python -m espnet2_almtok.recipe.semantic_prior "${prior_args[@]}" --nj "${nj}" --prepare \
+    || { echo "Stage 3 failed preparing ${prior_dir}" >&2; exit 1; }
+  ${cuda_cmd} --gpu "${prior_gpu}" JOB=1:"${nj}" "${prior_dir}/logdir/extract.JOB.log" \
+    python -m espnet2_almtok.recipe.semantic_prior "${prior_args[@]}" --nj "${nj}" --job JOB \
+    || { echo "Stage 3 failed extracting features; see ${prior_dir}/logdir/extract.*.log" >&2; exit 1; }
   ${cuda_cmd} --gpu "${prior_gpu}" "${prior_dir}/extract.log" \
-    python -m espnet2_almtok.recipe.semantic_prior --wav_scp "${raw}/${train_set}/wav.scp" "${source_args[@]}" \
-    --codebook_size "$(yaml_get codec_conf generator_params codebook_size)" \
-    --n_q "$(yaml_get codec_conf generator_params n_q)" --residual_init "${residual_init}" \
-    --max_utts "${prior_max_utts}" --out_dir "${prior_dir}" $([ "${prior_gpu}" = 1 ] && echo --device cuda) \
+    python -m espnet2_almtok.recipe.semantic_prior "${prior_args[@]}" \
     || { echo "Stage 3 failed; see ${prior_dir}/extract.log" >&2; exit 1; }
 fi
 

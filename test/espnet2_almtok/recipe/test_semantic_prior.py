@@ -1,4 +1,5 @@
 import argparse
+import re
 from pathlib import Path
 
 import numpy as np
@@ -260,3 +261,68 @@ def test_single_source_beats_priors(tmp_path, tiny, mixed_data):
     assert (info["upstream"], info["layer"], info["dim"], info["n_utts"]) == ("beats", 1, 32, 6)
     assert info["n_frames"] == 3 * 6 + 3 * 9  # 1 s clips: 6 steps of 160 ms; 1.5 s clips: 9
     assert [np.load(out / f"codebook_{i}.npy").shape for i in (1, 2)] == [(4, 32), (4, 32)]
+
+
+# ----------------------------------------------------------------- feature extraction in N jobs
+
+
+def run_in_jobs(argv: list, nj: int, order=None) -> None:
+    """The recipe's stage 3: --prepare, the --job runs (in ``order``), then the k-means run."""
+    semantic_prior.main([*argv, "--nj", str(nj), "--prepare"])
+    for job in order or range(1, nj + 1):
+        semantic_prior.main([*argv, "--nj", str(nj), "--job", str(job)])
+    semantic_prior.main(argv)
+
+
+def test_priors_in_jobs_equal_a_single_run(tmp_path, monkeypatch):
+    wav_scp = write_wav_scp(tmp_path, 5)
+    argv = ["--wav_scp", str(wav_scp), "--upstream", "mfcc", "--layer", "0", "--codebook_size", "4",
+            "--n_q", "2", "--kmeans_iters", "5"]
+    semantic_prior.main([*argv, "--out_dir", str(tmp_path / "one")])
+
+    out = tmp_path / "split"
+    semantic_prior.main([*argv, "--out_dir", str(out), "--nj", "3", "--prepare"])
+    semantic_prior.main([*argv, "--out_dir", str(out), "--nj", "3", "--job", "2"])
+    # job 2 of 3 took every third utterance from the second on, and clustered nothing
+    assert len(list((out / "feats").glob("*.npy"))) == 2 and not list(out.glob("codebook_*.npy"))
+    for job in (3, 1):
+        semantic_prior.main([*argv, "--out_dir", str(out), "--nj", "3", "--job", str(job)])
+    assert len(list((out / "feats").glob("*.npy"))) == 5
+
+    extracted = []
+    real = semantic_prior.save_npy
+    monkeypatch.setattr(semantic_prior, "save_npy",
+                        lambda path, a: (extracted.append(Path(path).parent.name), real(path, a)))
+    semantic_prior.main([*argv, "--out_dir", str(out)])
+    assert "feats" not in extracted  # the k-means run found every feature in place
+    for i in (1, 2):
+        np.testing.assert_array_equal(np.load(out / f"codebook_{i}.npy"), np.load(tmp_path / "one" / f"codebook_{i}.npy"))
+    # --nj/--job are not part of the signature: a one-job rerun of the same stage does nothing
+    done = (out / ".done").read_text()
+    semantic_prior.main([*argv, "--out_dir", str(out), "--nj", "3", "--prepare"])
+    assert (out / ".done").read_text() == done and (out / "codebook_1.npy").exists()
+
+
+def test_a_job_refuses_an_unprepared_dir_and_bad_flags(tmp_path, capsys):
+    wav_scp = write_wav_scp(tmp_path, 2)
+    argv = ["--wav_scp", str(wav_scp), "--upstream", "mfcc", "--layer", "0", "--codebook_size", "4",
+            "--out_dir", str(tmp_path / "p")]
+    with pytest.raises(RuntimeError, match="not prepared .* run the same command with --prepare"):
+        semantic_prior.main([*argv, "--nj", "2", "--job", "1"])
+    semantic_prior.main([*argv, "--nj", "2", "--prepare"])
+    # prepared for mfcc; a job of another source is refused, not mixed in
+    with pytest.raises(RuntimeError, match="not prepared"):
+        semantic_prior.main([*argv, "--upstream", "fbank", "--nj", "2", "--job", "1"])
+    for bad, msg in ((["--nj", "0"], "--nj must be >= 1"), (["--nj", "2", "--job", "3"], r"--job must be in 1..--nj \(2\)"),
+                     (["--nj", "2", "--job", "1", "--prepare"], "give one of them")):
+        with pytest.raises(SystemExit):
+            semantic_prior.main([*argv, *bad])
+        assert re.search(msg, capsys.readouterr().err)
+
+
+def test_mixed_priors_in_jobs_equal_a_single_run(tmp_path, tiny, mixed_data):
+    semantic_prior.main(mixed_argv(mixed_data, tiny["w2v"], tiny["beats"], tmp_path / "one"))
+    run_in_jobs(mixed_argv(mixed_data, tiny["w2v"], tiny["beats"], tmp_path / "split"), nj=2, order=[2, 1])
+    for i in (1, 2):
+        np.testing.assert_array_equal(np.load(tmp_path / "split" / f"codebook_{i}.npy"),
+                                      np.load(tmp_path / "one" / f"codebook_{i}.npy"))

@@ -48,16 +48,22 @@ def ran_under_slurm(log: Path) -> bool:
     return "(SLURM job " in log.read_text()
 
 
-def test_parallel_stages_through_slurm_equal_the_local_run(demo_codec_recipe, slurm, tmp_path):
+def test_whole_demo_through_slurm_equals_the_local_run(demo_codec_recipe, slurm, tmp_path):
+    """``./run.sh --cmd_backend slurm``: stages 1-9 of the demo, every parallel stage and both
+    trainings submitted to SLURM; data, priors, and the decoding of the same models equal the
+    local run's."""
     from espnet2_almtok.fileio import read_codes_scp
 
     local = demo_codec_recipe
     recipe = copy_recipe(tmp_path, "codec1")
-    shutil.copytree(local / "data", recipe / "data")
-    # formatting (3 jobs, the local run had 2), priors and shapes through SLURM
-    run_recipe(recipe, "--cmd_backend", "slurm", "--stage", "2", "--stop_stage", "4", "--nj", "3")
+    # 3 jobs where the local run had 2: the split does not change the outputs
+    out = run_recipe(recipe, "--cmd_backend", "slurm", "--nj", "3", "--inference_nj", "3", "--score_judges", "none")
+    assert "Successfully finished. [stages 1-9]" in out.stdout
     assert all(ran_under_slurm(recipe / f"dump/raw/train/logdir/format.{j}.log") for j in (1, 2, 3))
+    assert all(ran_under_slurm(recipe / f"exp/semantic_prior/logdir/extract.{j}.log") for j in (1, 2, 3))
     assert ran_under_slurm(recipe / "exp/semantic_prior/extract.log")
+    for stage in (1, 2):
+        assert ran_under_slurm(recipe / f"exp/codec_train_almtok_debug_stage{stage}/train.log")
     for s in ("train", "dev", "test"):
         mine, theirs = recipe / "dump/raw" / s, local / "dump/raw" / s
         for name in ("utt2num_samples", "audio_shape", "text", "bad_utts", "utt2category"):
@@ -69,15 +75,18 @@ def test_parallel_stages_through_slurm_equal_the_local_run(demo_codec_recipe, sl
     for i in (1, 2, 3):
         np.testing.assert_array_equal(np.load(recipe / f"exp/semantic_prior/codebook_{i}.npy"),
                                       np.load(local / f"exp/semantic_prior/codebook_{i}.npy"))
-
-    # decoding (3 jobs) and scoring through SLURM, with the local run's trained models
-    for exp in (local / "exp").glob("codec_*"):
-        shutil.copytree(exp, recipe / "exp" / exp.name, ignore=shutil.ignore_patterns("decode_*"))
-    run_recipe(recipe, "--cmd_backend", "slurm", "--stage", "7", "--stop_stage", "8", "--inference_nj", "3",
-               "--score_judges", "none")
     rel = "exp/codec_train_almtok_debug_stage2/decode_w4/test"
     assert all(ran_under_slurm(recipe / rel / f"logdir/decode.{j}.log") for j in (1, 2, 3))
     assert all(ran_under_slurm(recipe / rel / f"scores_split3/score.{j}.log") for j in (1, 2, 3))
+    assert len(dict(read_codes_scp(recipe / rel / "codes/codes.scp"))) == 13
+
+    # decoding and scoring through SLURM of the local run's trained models give the local outputs
+    for exp in (local / "exp").glob("codec_*"):
+        shutil.rmtree(recipe / "exp" / exp.name)
+        shutil.copytree(exp, recipe / "exp" / exp.name, ignore=shutil.ignore_patterns("decode_*"))
+    run_recipe(recipe, "--cmd_backend", "slurm", "--stage", "7", "--stop_stage", "8", "--inference_nj", "3",
+               "--score_judges", "none")
+    assert all(ran_under_slurm(recipe / rel / f"logdir/decode.{j}.log") for j in (1, 2, 3))
     codes, local_codes = dict(read_codes_scp(recipe / rel / "codes/codes.scp")), \
         dict(read_codes_scp(local / rel / "codes/codes.scp"))
     assert set(codes) == set(local_codes) and len(codes) == 13
