@@ -36,7 +36,18 @@ def system_specs(quick: bool) -> Dict[str, Dict]:
         return specs
     specs = {"almtok": {"kind": "almtok", "config": str(ROOT / "conf/tuning/train_almtok_paper.yaml")}}
     specs.update({n: {"kind": n, "config": None} for n in ESPNET_CODECS})
+    # ESPnet 202511's Encodec() does not build with its own defaults (its discriminator_params lack
+    # the msstft_discriminator_params level): its default discriminator, nested as it expects. The
+    # generator, which is what is timed, keeps every default (the discriminator is deleted anyway).
+    specs["encodec"]["conf"] = {"discriminator_params": {"msstft_discriminator_params": ENCODEC_DEFAULT_MSSTFT}}
     return specs
+
+
+ENCODEC_DEFAULT_MSSTFT = {  # espnet2.gan_codec.encodec.Encodec's default discriminator_params
+    "filters": 32, "in_channels": 1, "out_channels": 1, "sep_channels": False, "norm": "weight_norm",
+    "n_ffts": [1024, 2048, 512, 256, 128], "hop_lengths": [256, 512, 128, 64, 32],
+    "win_lengths": [1024, 2048, 512, 256, 128], "activation": "LeakyReLU",
+    "activation_params": {"negative_slope": 0.3}}
 
 
 def test_signal(seconds: float, fs: int, seed: int = 0) -> torch.Tensor:
@@ -69,12 +80,13 @@ class SpeedSystem:
             from espnet2_almtok.bin._quiet_import import import_quietly
 
             codec_choices = import_quietly("espnet2_almtok.tasks.codec").codec_choices
-            conf = yaml.safe_load(Path(spec["config"]).read_text())["codec_conf"] if spec["config"] else {}
+            conf = yaml.safe_load(Path(spec["config"]).read_text())["codec_conf"] if spec["config"] \
+                else dict(spec.get("conf", {}))
             codec = codec_choices.get_class(spec["kind"])(**conf)
             del codec.discriminator  # inference needs the generator only
             self.codec = codec.to(device).eval()
             self.tok = None
-            self.fs = int(conf.get("sampling_rate", 24000)) if conf else 24000
+            self.fs = int(conf.get("sampling_rate", 24000))
             self.params = sum(p.numel() for p in self.codec.parameters())
             self.setting = "default bandwidth"
 
@@ -272,11 +284,40 @@ def goal_check(results: Dict) -> Dict:
     return out
 
 
+MERGE_KEYS = ("lengths", "window", "dtype", "repeats", "quick")
+
+
+def merge(path: Path, new: Dict) -> Dict:
+    """The table in ``path`` (``speed.json``) with ``new``'s systems replacing or adding rows; an
+    error unless both were measured alike (lengths, window, dtype, repeats, device, threads, CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--speed_merge: {path} does not exist; run the full table first (without it)")
+    old = json.loads(path.read_text())
+    machine_keys = ("processor", "cpu_count", "device", "torch_threads", "torch", "gpu")
+    differ = [k for k in MERGE_KEYS if old.get(k) != new.get(k)]
+    differ += [f"machine.{k}" for k in machine_keys if old["machine"].get(k) != new["machine"].get(k)]
+    if differ:
+        raise ValueError(f"--speed_merge: {path} was measured otherwise ({', '.join(differ)} differ); "
+                         "rerun the whole table instead")
+    merged = dict(old)
+    merged["systems"] = {**old["systems"], **new["systems"]}
+    merged["runs"] = old.get("runs") or [{"command": old["command"], "systems": list(old["systems"])}]
+    merged["runs"] = merged["runs"] + new["runs"]
+    merged["goal"] = goal_check(merged)
+    return merged
+
+
 def markdown(results: Dict, machine: Dict, command: str) -> str:
     m = machine
     gpu = f" ({m['gpu']})" if "gpu" in m else ""
-    lines = [f"# Codec speed table ({'quick smoke run' if results['quick'] else 'full run'})", "",
-             f"Command: `{command}`", "",
+    runs = results.get("runs") or [{"command": command}]
+    if len(runs) == 1:
+        made = [f"Command: `{runs[0]['command']}`"]
+    else:
+        made = ["Commands (the later runs replaced the rows of the systems they name):", ""]
+        made += [f"- {r.get('date', 'first run')}: `{r['command']}` ({', '.join(r['systems'])})" for r in runs]
+    lines = [f"# Codec speed table ({'quick smoke run' if results['quick'] else 'full run'})", "", *made, "",
              f"Machine: {m['processor']}, {m['cpu_count']} CPUs, torch {m['torch']} with {m['torch_threads']} "
              f"threads, device {m['device']}{gpu}. ALMTokenizer dtype {results['dtype']}, w = {results['window']}. "
              f"Times are medians ({results['repeats']} repeats up to 60 s, 1 beyond); peak memory is the growth while the call "

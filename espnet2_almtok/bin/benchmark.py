@@ -35,6 +35,7 @@ import os
 import platform
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -331,6 +332,9 @@ def get_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max_rss_gb", type=float, default=12.0,
                     help="a measurement process using more memory is stopped and recorded as such")
     sp.add_argument("--speed_timeout", type=float, default=3600.0, help="seconds per measurement process")
+    sp.add_argument("--speed_merge", action="store_true",
+                    help="replace only the --codecs rows of the speed.json already in --output_dir (made with the "
+                         "same lengths, window, dtype, device and threads); both commands are recorded")
     return p
 
 
@@ -351,6 +355,10 @@ def speed_main(args, argv: Sequence[str]) -> None:
     results["quick"] = args.quick
     results["machine"] = machine_info(args)
     results["command"] = command
+    results["runs"] = [{"command": command, "systems": list(results["systems"]),
+                        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}]
+    if args.speed_merge:
+        results = speed.merge(args.output_dir / "speed.json", results)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.output_dir / "speed.json", json.dumps(results, indent=2))
     md = speed.markdown(results, results["machine"], command)

@@ -90,3 +90,49 @@ def test_a_set_without_speech_is_refused_naming_the_scp(tmp_path, lines):
     (tmp_path / "utt2category").write_text("s1 sound\n")
     with pytest.raises(ValueError, match=f"{scp} lists no speech utterances"):
         benchmark.load_set(scp, 16000)
+
+
+@pytest.mark.parametrize("name", ["soundstream", "encodec", "dac"])
+def test_full_speed_table_builds_espnet_codecs_at_their_default_sizes(name):
+    """The full table's ESPnet systems (not the quick run's small configs) build and code a clip:
+    ESPnet's Encodec() does not build with its own defaults, so the table names a working
+    discriminator for it and keeps the generator's defaults."""
+    from espnet2_almtok.bench import speed
+
+    system = speed.SpeedSystem(name, speed.system_specs(False)[name], "cpu")
+    assert system.fs == 24000 and system.params > 10e6
+    wav = speed.test_signal(0.25, system.fs)
+    assert system.decode(system.encode(wav)).shape[-1] >= wav.numel() - 320
+
+
+def fake_speed(systems, threads=2, **extra):
+    point = {"seconds": 10.0, "encode_s": 1.0, "decode_s": 1.0, "encode_s_per_audio_s": 0.1,
+             "decode_s_per_audio_s": 0.1, "peak_encode_mb": 1.0, "peak_decode_mb": 1.0}
+    res = {"systems": {n: {"params": 1e6, "points": [{**point, "encode_s": t}], "throughput": {"error": "x"}}
+                       for n, t in systems.items()},
+           "lengths": [10.0], "window": 4, "dtype": "float32", "repeats": 3, "quick": False,
+           "machine": {"processor": "x86_64", "cpu_count": 2, "device": "cpu", "torch_threads": threads,
+                       "torch": "2.8.0"}, "command": f"run {list(systems)}",
+           "runs": [{"command": f"run {list(systems)}", "systems": list(systems), "date": "d"}], **extra}
+    return res
+
+
+def test_speed_merge_replaces_the_named_rows_and_refuses_other_conditions(tmp_path):
+    from espnet2_almtok.bench import speed
+
+    path = tmp_path / "speed.json"
+    with pytest.raises(FileNotFoundError, match="run the full table first"):
+        speed.merge(path, fake_speed({"encodec": 0.5}))
+    first = fake_speed({"almtok": 1.0, "soundstream": 4.0, "encodec": 9.0})
+    path.write_text(json.dumps(first))
+    merged = speed.merge(path, fake_speed({"encodec": 2.0}))
+    assert list(merged["systems"]) == ["almtok", "soundstream", "encodec"]
+    assert merged["systems"]["encodec"]["points"][0]["encode_s"] == 2.0
+    assert merged["systems"]["soundstream"] == first["systems"]["soundstream"]
+    assert [r["systems"] for r in merged["runs"]] == [["almtok", "soundstream", "encodec"], ["encodec"]]
+    # the goal is recomputed: almtok against the fastest peer, now encodec's 2.0 s
+    assert merged["goal"]["ratio_to_fastest_espnet"]["10"]["encode_s"] == 0.5
+    md = speed.markdown(merged, merged["machine"], "x")
+    assert "the later runs replaced the rows" in md and "`run ['encodec']` (encodec)" in md
+    with pytest.raises(ValueError, match="machine.torch_threads differ"):
+        speed.merge(path, fake_speed({"encodec": 2.0}, threads=1))
