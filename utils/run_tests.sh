@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the test suite (builds/reuses the venv first). Extra arguments go to pytest.
-#   utils/run_tests.sh            # default suite: unit tests + both demo recipes end to end (2 idle cores: 7.3 min)
+#   utils/run_tests.sh            # default suite: unit tests + both demo recipes end to end (2 cores: 7-11 min)
 #   utils/run_tests.sh -m slow    # slow suite: 2-process DDP training (both stages, resume), benchmark stage and --quick run, DAC as LM tokenizer, a quick compare run, the codec
 #                                 # recipe through a one-node SLURM (root + slurm-wlm/munge), both recipes on mini_an4
 #                                 # (mini_an4 tests need ../shared/data/mini_an4.tar.gz)
