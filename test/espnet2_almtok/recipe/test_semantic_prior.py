@@ -326,3 +326,21 @@ def test_mixed_priors_in_jobs_equal_a_single_run(tmp_path, tiny, mixed_data):
     for i in (1, 2):
         np.testing.assert_array_equal(np.load(tmp_path / "split" / f"codebook_{i}.npy"),
                                       np.load(tmp_path / "one" / f"codebook_{i}.npy"))
+
+
+def test_a_rerun_after_a_killed_job_keeps_the_features_the_jobs_wrote(tmp_path):
+    """A kill mid-job leaves its finished features and a temporary file: the rerun's --prepare
+    removes the temporary file only, and the jobs extract just what is missing."""
+    wav_scp = write_wav_scp(tmp_path, 4)
+    out = tmp_path / "p"
+    argv = ["--wav_scp", str(wav_scp), "--upstream", "mfcc", "--layer", "0", "--codebook_size", "4",
+            "--n_q", "1", "--kmeans_iters", "3", "--out_dir", str(out)]
+    semantic_prior.main([*argv, "--nj", "2", "--prepare"])
+    semantic_prior.main([*argv, "--nj", "2", "--job", "1"])
+    kept = {p.name: p.stat().st_mtime_ns for p in (out / "feats").glob("*.npy")}
+    assert len(kept) == 2
+    (out / "feats" / "u1.tmp999.npy").write_bytes(b"half a file")  # job 2 killed while writing
+    run_in_jobs(argv, nj=2)
+    feats = {p.name: p.stat().st_mtime_ns for p in (out / "feats").glob("*.npy")}
+    assert set(feats) == {f"u{i}.npy" for i in range(4)} and all(feats[n] == t for n, t in kept.items())
+    assert (out / ".done").is_file() and (out / "codebook_1.npy").is_file()
