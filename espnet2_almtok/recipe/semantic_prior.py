@@ -174,14 +174,19 @@ def subsample(entries: List[Tuple[str, str]], max_utts: int, seed: int) -> List[
     return entries[:max_utts] if max_utts > 0 else entries
 
 
+def stamped(path: Path, stamp_name: str, stamp: str) -> bool:
+    """True when ``path/stamp_name`` exists and records ``stamp``."""
+    stamp_file = path / stamp_name
+    return stamp_file.is_file() and stamp_file.read_text() == stamp
+
+
 def use_dir(path: Path, stamp_name: str, stamp: str, what: str) -> None:
     """Make ``path`` a directory whose contents were made for ``stamp`` (the text of
     ``path/stamp_name``): files made for another (other inputs or options) are removed; so are
     the temporary files of a killed run."""
     path.mkdir(parents=True, exist_ok=True)
     stamp_file = path / stamp_name
-    recorded = stamp_file.read_text() if stamp_file.is_file() else None
-    if recorded != stamp:
+    if not stamped(path, stamp_name, stamp):
         stale = [p for p in path.iterdir() if p.name != stamp_name]
         if stale:
             logging.warning(f"{path} holds {what} of other inputs or options ({len(stale)} file(s)); removing them")
@@ -211,8 +216,7 @@ class JobShare:
 def check_prepared(feat_dir: Path, stamp: str) -> None:
     """A job's check that ``--prepare`` readied ``feat_dir`` for this source and these inputs
     (jobs never empty a directory: another job may be writing to it)."""
-    stamp_file = feat_dir / ".source"
-    if not stamp_file.is_file() or stamp_file.read_text() != stamp:
+    if not stamped(feat_dir, ".source", stamp):
         raise RuntimeError(f"{feat_dir} is not prepared for this source and these inputs: run the same command "
                            "with --prepare (and without --job) before the --job runs")
 
@@ -450,10 +454,11 @@ class FeaturePlan:
     path: Optional[str]
     layer: int
     entries: List[Tuple[str, str]]
-    prefix: str = ""  # of the flags that name this source in errors ("speech_", "audio_")
+    domain: Optional[str] = None  # in a mix: "speech" / "audio" (its flags are --speech_upstream, ...)
 
     def load(self, device: str) -> FeatureSource:
-        return load_source(self.upstream, self.path, self.layer, device, prefix=self.prefix)
+        return load_source(self.upstream, self.path, self.layer, device,
+                           prefix=f"{self.domain}_" if self.domain else "")
 
 
 @dataclass
@@ -476,14 +481,18 @@ def plan_mix(args) -> MixPlan:
     return MixPlan(cats, entries, sizes, note)
 
 
+def mix_plans(args, mix: MixPlan) -> Dict[str, FeaturePlan]:
+    """Each used domain's feature dir and (subsampled) utterances."""
+    return {d: FeaturePlan(args.out_dir / f"feats_{d}", *domain_args(args, d),
+                           subsample(mix.entries[d], args.max_utts, args.seed), domain=d) for d in mix.used}
+
+
 def feature_plans(args, mixed: bool) -> List[FeaturePlan]:
     """The feature dirs of this run, each with its (subsampled) utterances, in extraction order."""
     if not mixed:
         return [FeaturePlan(args.out_dir / "feats", args.upstream, args.upstream_path, args.layer,
                             subsample(read_wav_scp(args.wav_scp), args.max_utts, args.seed))]
-    mix = plan_mix(args)
-    return [FeaturePlan(args.out_dir / f"feats_{d}", *domain_args(args, d),
-                        subsample(mix.entries[d], args.max_utts, args.seed), prefix=f"{d}_") for d in mix.used]
+    return list(mix_plans(args, plan_mix(args)).values())
 
 
 def prepare_jobs(args, mixed: bool) -> None:
@@ -501,7 +510,7 @@ def run_job(args, mixed: bool) -> None:
     plans = feature_plans(args, mixed)
     sources = [plan.load(args.device) for plan in plans]
     if mixed:
-        check_same_width({p.prefix.rstrip("_"): s for p, s in zip(plans, sources)})
+        check_same_width({p.domain: s for p, s in zip(plans, sources)})
     share = JobShare(args.job, args.nj)
     for plan, source in zip(plans, sources):
         paths = extract_features(plan.entries, source, plan.feat_dir, input_digests(args), share)
@@ -537,12 +546,12 @@ def domain_args(args, domain: str) -> Tuple[str, Optional[str], int]:
             args.layer if layer is None else layer)
 
 
-def domain_prior(domain: str, source: FeatureSource, entries: List[Tuple[str, str]], k: int, start: int,
+def domain_prior(plan: FeaturePlan, source: FeatureSource, k: int, start: int,
                  args, signature: Optional[str] = None) -> Tuple[dict, torch.Tensor]:
     """Features + residual k-means of one domain into ``out_dir/{domain}`` -> (its
     ``prior_info`` entry with rows ``[start, start + k)``, its k-means frames ``(N, D)``)."""
-    paths = extract_features(subsample(entries, args.max_utts, args.seed), source,
-                             args.out_dir / f"feats_{domain}", input_digests(args))
+    domain = plan.domain
+    paths = extract_features(plan.entries, source, plan.feat_dir, input_digests(args))
     feats = load_frames(paths, source.dim, args.max_frames, args.seed)
     logging.info(f"{domain}: k-means of {k} rows on {feats.shape[0]} frames of {source.describe()}")
     n_layers = args.n_q if args.residual_init == "kmeans" else 1
@@ -558,22 +567,22 @@ def domain_prior(domain: str, source: FeatureSource, entries: List[Tuple[str, st
 
 def run_mixed(args, signature: str) -> List[dict]:
     mix = plan_mix(args)
-    cats, entries, sizes, note, used = mix.cats, mix.entries, mix.sizes, mix.note, mix.used
-    sources = {d: load_source(*domain_args(args, d), args.device, prefix=f"{d}_") for d in used}
+    plans = mix_plans(args, mix)
+    sources = {d: plan.load(args.device) for d, plan in plans.items()}
     dim = check_same_width(sources)  # before any extraction
     parts, feats, start = [], {}, 0
-    for d in used:
-        part, feats[d] = domain_prior(d, sources[d], entries[d], sizes[d], start, args, signature)
-        part["categories"] = sorted({cats[u] for u, _ in entries[d]})
+    for d, plan in plans.items():
+        part, feats[d] = domain_prior(plan, sources[d], mix.sizes[d], start, args, signature)
+        part["categories"] = sorted({mix.cats[u] for u, _ in mix.entries[d]})
         parts.append(part)
-        start += sizes[d]
+        start += mix.sizes[d]
     books = stack_codebooks([args.out_dir / p["domain"] for p in parts], len(parts[0]["codebooks"]), args.out_dir)
     first = np.load(books[0]["file"])
     for p in parts:
         p["own_rows_fraction"] = own_rows_fraction(feats[p["domain"]], first, tuple(p["rows"]))
     meta = dict(mode="mixed", composition="split", speech_fraction=args.speech_fraction,
                 utt2category=str(args.utt2category), dim=dim, codebook_size=args.codebook_size,
-                single_domain_note=note, sources=parts, codebooks=books)
+                single_domain_note=mix.note, sources=parts, codebooks=books)
     atomic_write_text(args.out_dir / "prior_info.yaml", yaml.safe_dump(meta, sort_keys=False))
     return books
 
@@ -652,13 +661,8 @@ def main(argv: Sequence[str] = None) -> None:
     done = args.out_dir / ".done"
     signature = run_signature(args)
     if args.prepare or args.job is not None:
-        if done.is_file() and done.read_text() == signature:
-            logging.info(f"semantic priors in {args.out_dir} are complete for these inputs (.done); nothing to do")
-        elif args.prepare:
-            done.unlink(missing_ok=True)
-            prepare_jobs(args, mixed)
-        else:
-            run_job(args, mixed)
+        if not done_matches(done, signature, f"semantic priors in {args.out_dir}"):
+            prepare_jobs(args, mixed) if args.prepare else run_job(args, mixed)
         return
     info = None
     if done_matches(done, signature, f"semantic priors in {args.out_dir}"):
