@@ -293,7 +293,14 @@ def merge(path: Path, new: Dict) -> Dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--speed_merge: {path} does not exist; run the full table first (without it)")
-    old = json.loads(path.read_text())
+    try:
+        old = json.loads(path.read_text())
+    except ValueError as e:
+        old = f"unreadable JSON: {e}"
+    if not isinstance(old, dict) or not {"machine", "systems"} <= set(old):
+        why = old if isinstance(old, str) else "no machine/systems entries"
+        raise ValueError(f"--speed_merge: {path} is not a speed table that benchmark --speed wrote ({why}); "
+                         "run the full table instead")
     machine_keys = ("processor", "cpu_count", "device", "torch_threads", "torch", "gpu")
     differ = [k for k in MERGE_KEYS if old.get(k) != new.get(k)]
     differ += [f"machine.{k}" for k in machine_keys if old["machine"].get(k) != new["machine"].get(k)]

@@ -123,6 +123,9 @@ def test_speed_merge_replaces_the_named_rows_and_refuses_other_conditions(tmp_pa
     path = tmp_path / "speed.json"
     with pytest.raises(FileNotFoundError, match="run the full table first"):
         speed.merge(path, fake_speed({"encodec": 0.5}))
+    path.write_text('{"systems": ')  # a torn or foreign file
+    with pytest.raises(ValueError, match=f"{path} is not a speed table"):
+        speed.merge(path, fake_speed({"encodec": 0.5}))
     first = fake_speed({"almtok": 1.0, "soundstream": 4.0, "encodec": 9.0})
     path.write_text(json.dumps(first))
     merged = speed.merge(path, fake_speed({"encodec": 2.0}))
