@@ -171,3 +171,13 @@ def fake_slurm(tmp_path):
     (bin_dir / "sbatch").chmod(0o755)
     argv = tmp_path / "sbatch.argv"
     return f"PATH={bin_dir}:$PATH FAKE_SBATCH_ARGV={argv} ", argv
+
+
+@pytest.fixture()
+def one_thread():
+    """Torch on one thread for the test (small models on 2 busy cores are far faster without
+    OpenMP oversubscription); the previous count is restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -388,6 +388,23 @@ def extract_priors(args, train_dir: Path, codebook_size: int):
 
 
 # ------------------------------------------------------------------------------------- report
+# How far a trained system must move a score past its untrained self to count as better (the
+# order of the spread between test sets of this size); ``sign`` -1: lower is better.
+JUDGE_MARGINS = {"mel_distance": (-1, 0.05), "stft_distance": (-1, 0.05), "pesq_wb": (1, 0.05),
+                 "stoi": (1, 0.02), "wer": (-1, 2.0), "dnsmos": (1, 0.05)}
+
+
+def against_untrained(trained: Dict[str, float], untrained: Dict[str, float]) -> Dict[str, Dict]:
+    """Per score of :data:`JUDGE_MARGINS`: the trained minus the untrained value and a verdict,
+    ``better`` / ``worse`` (past the margin, in the score's good / bad direction) or ``same``."""
+    out = {}
+    for key, (sign, margin) in JUDGE_MARGINS.items():
+        delta = trained[key] - untrained[key]
+        verdict = "better" if sign * delta >= margin else "worse" if -sign * delta >= margin else "same"
+        out[key] = {"delta": delta, "verdict": verdict}
+    return out
+
+
 def markdown(results: Dict) -> str:
     m = results["machine"]
     lines = [f"# Equal-budget comparison on real audio ({'quick smoke run' if results['quick'] else 'full run'})", "",
@@ -409,6 +426,17 @@ def markdown(results: Dict) -> str:
             lines.append(f"| {name} (untrained) | {label} | {r['settings'][label]['bitrate']:.0f} | 0 | "
                          f"{s['mel_distance']:.3f} | {s['stft_distance']:.3f} | {s['pesq_wb']:.2f} | {s['stoi']:.3f} | "
                          f"{s['wer']:.1f} | {s['dnsmos']:.2f} | |")
+    moved = [(name, label, against_untrained(r["settings"][label], u))
+             for name, r in results["systems"].items() for label, u in r.get("untrained", {}).items()]
+    if moved:
+        margins = ", ".join(f"{k} {m:g}" for k, (_, m) in JUDGE_MARGINS.items())
+        lines += ["", f"Trained against untrained (same weights before training, same setting; better/worse = "
+                  f"past a margin of {margins}):", ""]
+        for name, label, verdicts in moved:
+            better = [k for k, v in verdicts.items() if v["verdict"] == "better"]
+            worse = [k for k, v in verdicts.items() if v["verdict"] == "worse"]
+            lines.append(f"- {name} at {label}: better on {len(better)} of {len(verdicts)} "
+                         f"({', '.join(better) or 'none'}); worse on {', '.join(worse) or 'none'}")
     if results.get("not_scored"):
         lines += ["", f"Trained but not scored in this report: {', '.join(results['not_scored'])}."]
     lines += ["", "Tokens and probe: each system's code usage on the English speech prompts, then a CTC "

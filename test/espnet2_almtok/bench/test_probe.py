@@ -2,7 +2,6 @@
 
 import random
 
-import pytest
 import torch
 
 from espnet2_almtok.bench.probe import ProbeExample, greedy, text_to_ids, ids_to_text, train_probe
@@ -30,15 +29,6 @@ def test_text_ids_round_trip_and_greedy_collapses_repeats():
     for t, c in enumerate([3, 3, 0, 3, 1, 0]):
         logp[t, c] = 0.0
     assert greedy(logp, 6) == ids_to_text([3, 3, 1])
-
-
-@pytest.fixture()
-def one_thread():
-    """A GRU on 2 busy cores is far faster on one thread (no OpenMP oversubscription)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_probe_reads_informative_tokens_and_not_random_ones(one_thread):

@@ -106,3 +106,17 @@ def test_probe_is_skipped_with_the_reason_for_constant_tokens(tmp_path, monkeypa
     args.probe_min_perplexity = 0.0  # forced: the probe runs on them (and reads nothing)
     forced = compare.probe_system("x", None, {}, {"probe_test": []}, args, None)
     assert forced["cer"] >= 0 and forced["n_test"] == 4
+
+
+def test_against_untrained_reads_each_score_in_its_own_direction():
+    from espnet2_almtok.bin.compare import JUDGE_MARGINS, against_untrained
+
+    untrained = {"mel_distance": 3.9, "stft_distance": 3.1, "pesq_wb": 1.04, "stoi": 0.40, "wer": 100.0, "dnsmos": 1.29}
+    trained = {"mel_distance": 3.4, "stft_distance": 3.08, "pesq_wb": 1.30, "stoi": 0.37, "wer": 90.0, "dnsmos": 1.10}
+    v = {k: r["verdict"] for k, r in against_untrained(trained, untrained).items()}
+    assert set(v) == set(JUDGE_MARGINS)
+    # lower mel distance and WER are better; higher PESQ better; lower STOI / DNSMOS worse; a
+    # change inside the margin (STFT 0.02) is no change
+    assert v == {"mel_distance": "better", "stft_distance": "same", "pesq_wb": "better", "stoi": "worse",
+                 "wer": "better", "dnsmos": "worse"}
+    assert against_untrained(untrained, untrained)["wer"] == {"delta": 0.0, "verdict": "same"}

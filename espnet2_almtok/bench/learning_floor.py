@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""How far a few CPU-minutes of reconstruction training get the generator, part by part.
+
+    python -m espnet2_almtok.bench.learning_floor --path conv --cpu_minutes 3
+    python -m espnet2_almtok.bench.learning_floor --path transformer --cpu_minutes 3
+    python -m espnet2_almtok.bench.learning_floor --path vq --cpu_minutes 3
+
+Trains ``bin/compare``'s ``almtok`` generator (``conf/benchmark/almtok.yaml``; frozen MFCC priors
+from ``--work_dir``, extracted there if missing) with the reconstruction losses only (15 x
+multi-scale mel + multi-resolution STFT, plus the VQ terms on the ``vq`` path; no GAN, MAE or
+AR: the cheapest objective, about 4x the steps of a G+D step per CPU-second) along one path:
+
+- ``conv``: patchify -> de-patchify, nothing between (no Transformer, no bottleneck);
+- ``transformer``: + the query Transformer encoder and decoder, queries unquantized;
+- ``vq``: the whole generator, as it encodes and decodes.
+
+It prints the mel distance (``recipe.score``'s, lower is better) of that path's output on
+English dev clips at w = 4 after each quarter of the budget, beside the same distance for
+simple degradations of the original (half amplitude, a 9-tap moving average, white noise at
+0.01): a scale for what the numbers mean. What it answers: whether a short CPU budget is
+limited by the quantizer, the Transformer or the waveform convolutions themselves.
+"""
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+import torch
+
+PATHS = ("conv", "transformer", "vq")
+
+
+def degradations() -> Dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """Reference degradations of a ``(T,)`` waveform, seeded."""
+    gen = torch.Generator().manual_seed(0)
+    return {
+        "half amplitude": lambda w: 0.5 * w,
+        "9-tap moving average": lambda w: torch.nn.functional.avg_pool1d(
+            w.view(1, 1, -1), 9, 1, 4, count_include_pad=False).view(-1),
+        "white noise 0.01": lambda w: w + 0.01 * torch.randn(w.shape, generator=gen),
+    }
+
+
+def reconstruct(generator, wav: torch.Tensor, window: int, path: str):
+    """``wav`` ``(B, 1, T)`` -> (resynthesis ``(B, 1, T)``, VQ loss terms) along ``path``."""
+    if path == "vq":
+        out = generator(wav, window)
+        return out["resyn"], out["commit"] + out["codebook"]
+    x = generator.pad_to_window(wav, window)
+    frames = generator.patchify_frames(x, x.shape[-1] // generator.hop_length)  # (B, T', C)
+    if path == "conv":
+        resyn = generator.depatchify(frames.transpose(1, 2))
+    else:
+        queries, _ = generator.encode_frames(frames, window)
+        resyn = generator.decode_latents(queries, window)
+    return resyn[..., : wav.shape[-1]], wav.new_zeros(())
+
+
+def mel_distance(generator, clips: List[torch.Tensor], path: str, window: int = 4) -> float:
+    from espnet2_almtok.recipe.score import Scorer
+
+    scorer = Scorer(16000)
+    generator.eval()
+    with torch.no_grad():
+        d = [scorer.mel_distance(c, reconstruct(generator, c.view(1, 1, -1), window, path)[0].view(-1))
+             for c in clips]
+    generator.train()
+    return float(np.mean(d))
+
+
+def train(generator, codec, sampler, dev: List[torch.Tensor], path: str, cpu_seconds: float, lr: float,
+          points: int = 4, seed: int = 0) -> List[Dict[str, float]]:
+    """Reconstruction-only training for ``cpu_seconds`` of CPU time; the dev mel distance at the
+    start and after each of ``points`` equal chunks (evaluations not counted)."""
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=lr, betas=(0.5, 0.9))
+    curve = [{"steps": 0, "cpu_s": 0.0, "dev_mel": mel_distance(generator, dev, path)}]
+    steps, used = 0, 0.0
+    generator.train()
+    for point in range(1, points + 1):
+        t0 = time.process_time()
+        while used + time.process_time() - t0 < cpu_seconds * point / points:
+            wav = sampler().unsqueeze(1)  # (B, 1, T)
+            resyn, vq_loss = reconstruct(generator, wav, int(rng.choice(generator.windows)), path)
+            loss = 15.0 * codec.mel_loss(resyn, wav) + codec.stft_loss(resyn, wav) + vq_loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps += 1
+        used += time.process_time() - t0
+        curve.append({"steps": steps, "cpu_s": used, "dev_mel": mel_distance(generator, dev, path)})
+    return curve
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", type=Path, default=Path("egs2/almtok/codec1/dump/raw"))
+    p.add_argument("--work_dir", type=Path, default=Path("exp/compare_norm"), help="bin/compare's (its priors/)")
+    p.add_argument("--path", choices=PATHS, default="vq")
+    p.add_argument("--cpu_minutes", type=float, default=3.0)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--dev_clips", type=int, default=8, help="English speech clips of dev/ scored")
+    p.add_argument("--output", type=Path, default=None, help="also write the curve here (JSON)")
+    args = p.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    from espnet2_almtok.bin import compare as C
+    from espnet2_almtok.fileio import atomic_write_text
+    from espnet2_almtok.recipe.score import Scorer
+
+    C.import_quietly("espnet2_almtok.tasks.codec")
+    cargs = C.get_parser().parse_args(["--data_dir", str(args.data_dir), "--output_dir", str(args.work_dir),
+                                       "--work_dir", str(args.work_dir)])
+    train_clips = C.load_dir(args.data_dir / "train", 0, 0)
+    dev = [c.wav for c in C.english_speech(C.load_dir(args.data_dir / "dev"))[: args.dev_clips]]
+    if not dev:
+        raise ValueError(f"{args.data_dir}/dev has no English speech clip (utt2category speech, utt2lang en)")
+    priors = C.extract_priors(cargs, args.data_dir / "train", 1024)
+    cut = C.build(C.System("almtok", priors=True), cargs, *priors)
+    scorer = Scorer(16000)
+    scale = {name: float(np.mean([scorer.mel_distance(c, f(c)) for c in dev])) for name, f in degradations().items()}
+    for name, v in scale.items():
+        print(f"original, {name}: dev mel {v:.3f}", flush=True)
+    curve = train(cut.codec.generator, cut.codec, C.CropSampler(train_clips, 4, 0.5, 0), dev, args.path,
+                  args.cpu_minutes * 60, args.lr)
+    for c in curve:
+        print(f"{args.path}: step {c['steps']}, {c['cpu_s']:.0f} CPU-s, dev mel {c['dev_mel']:.3f}", flush=True)
+    if args.output:
+        atomic_write_text(args.output, json.dumps({"path": args.path, "lr": args.lr, "degradations": scale,
+                                                   "curve": curve}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

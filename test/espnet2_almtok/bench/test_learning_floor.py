@@ -1,0 +1,48 @@
+"""bench/learning_floor: each path reconstructs at the input's shape, and its training lowers the
+mel distance on the clip it trains on."""
+
+import pytest
+import torch
+import yaml
+
+from conftest import speechlike
+
+
+@pytest.fixture
+def codec(debug_config):
+    from espnet2_almtok.codec.almtok import ALMTokenizerCodec
+
+    torch.manual_seed(0)
+    return ALMTokenizerCodec(**yaml.safe_load(open(debug_config))["codec_conf"])
+
+
+@pytest.mark.parametrize("path", ["conv", "transformer", "vq"])
+def test_each_path_returns_the_input_length(codec, path):
+    from espnet2_almtok.bench.learning_floor import reconstruct
+
+    wav = torch.randn(2, 1, 7000) * 0.1
+    resyn, vq_loss = reconstruct(codec.generator, wav, 4, path)
+    assert resyn.shape == wav.shape and vq_loss.dim() == 0
+    assert (vq_loss > 0) == (path == "vq")  # only the quantizer adds its terms
+
+
+def test_training_lowers_the_mel_distance_on_its_clip(codec, one_thread):
+    from espnet2_almtok.bench.learning_floor import train
+
+    clip = speechlike(0.5)
+    curve = train(codec.generator, codec, lambda: clip.view(1, -1).repeat(2, 1), [clip], "transformer",
+                  cpu_seconds=8.0, lr=2e-3, points=2)
+    assert [c["steps"] for c in curve][0] == 0 and curve[-1]["steps"] > curve[1]["steps"] > 0
+    assert curve[-1]["dev_mel"] < curve[0]["dev_mel"] - 0.3
+
+
+def test_degradations_keep_the_shape_and_scale_with_severity():
+    from espnet2_almtok.bench.learning_floor import degradations
+    from espnet2_almtok.recipe.score import Scorer
+
+    clip = speechlike(1.0)
+    scorer = Scorer(16000)
+    d = {name: scorer.mel_distance(clip, f(clip)) for name, f in degradations().items()}
+    assert all(f(clip).shape == clip.shape for f in degradations().values())
+    assert all(v > 0.05 for v in d.values())  # each is a real change
+    assert scorer.mel_distance(clip, clip) < 1e-6
