@@ -485,8 +485,8 @@ def plot(results: Dict, out_dir: Path) -> None:
             pts = sorted((s["bitrate"], s[m]) for s in r["settings"].values())
             style = "o-" if name in ("almtok", "soundstream", "encodec", "dac") else "x"
             line, = ax.plot(*zip(*pts), style, label=name)
-            for label, u in r.get("untrained", {}).items():  # the same codec before training
-                ax.plot([r["settings"][label]["bitrate"]], [u[m]], "v", mfc="none", color=line.get_color(),
+            for setting, u in r.get("untrained", {}).items():  # the same codec before training
+                ax.plot([r["settings"][setting]["bitrate"]], [u[m]], "v", mfc="none", color=line.get_color(),
                         label=f"{name} untrained")
         if m in results["reference"]:
             ax.axhline(results["reference"][m], color="k", ls="--", lw=0.8, label="original audio")

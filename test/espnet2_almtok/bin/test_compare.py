@@ -120,3 +120,19 @@ def test_against_untrained_reads_each_score_in_its_own_direction():
     assert v == {"mel_distance": "better", "stft_distance": "same", "pesq_wb": "better", "stoi": "worse",
                  "wer": "better", "dnsmos": "worse"}
     assert against_untrained(untrained, untrained)["wer"] == {"delta": 0.0, "verdict": "same"}
+
+
+def test_quality_plot_names_each_judge_on_its_axis(tmp_path, monkeypatch):
+    """Each panel's y label is its judge's (an untrained record's setting once overwrote it)."""
+    from espnet2_almtok.bin import compare
+
+    figs = []
+    monkeypatch.setattr(compare, "_save_fig", lambda fig, path: figs.append((path.name, fig)))
+    scores = {"wer": 100.0, "dnsmos": 1.1, "pesq_wb": 1.03, "stoi": 0.4, "bitrate": 375.0}
+    results = {"budget": "1 min", "reference": {"wer": 29.7, "dnsmos": 3.1},
+               "systems": {"almtok": {"settings": {"w=4": scores}, "untrained": {"w=4": scores},
+                                      "curve": [{"cpu_s": 0.0, "dev_mel": 3.9}, {"cpu_s": 60.0, "dev_mel": 3.4}]}}}
+    compare.plot(results, tmp_path)
+    quality = dict(figs)["quality_vs_bitrate.png"]
+    assert [ax.get_ylabel() for ax in quality.axes] == ["pocketsphinx WER % (lower is better)", "DNSMOS overall",
+                                                       "PESQ-wb", "STOI"]
