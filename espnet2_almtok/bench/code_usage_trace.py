@@ -32,15 +32,9 @@ def main(argv=None) -> None:
     from espnet2_almtok.bench.measure import BudgetTrainer
     from espnet2_almtok.bin import compare as C
 
-    C.import_quietly("espnet2_almtok.tasks.codec")
-    cargs = C.get_parser().parse_args(["--data_dir", str(args.data_dir), "--output_dir", str(args.work_dir),
-                                       "--work_dir", str(args.work_dir)])
-    train = C.load_dir(args.data_dir / "train", 0, 0)
-    test = C.english_speech(C.load_dir(args.data_dir / "test"))[:15]
-    priors = C.extract_priors(cargs, args.data_dir / "train", 1024)
     gen = {"codebook_input_norm": args.codebook_input_norm, "frame_norm": args.frame_norm}
-    cut = C.build(C.System("almtok", priors=True, overrides={"lambda_commit": args.lambda_commit},
-                           generator_overrides=gen), cargs, *priors)
+    cut, train = C.almtok_for_diagnosis(args.data_dir, args.work_dir, {"lambda_commit": args.lambda_commit}, gen)
+    test = C.english_speech(C.load_dir(args.data_dir / "test"))[:15]
     label = f"lambda_commit {args.lambda_commit}, codebook_input_norm {args.codebook_input_norm}, frame_norm {args.frame_norm}"
     setting = next(s for s in cut.settings if s.label == "w=4")
 

@@ -112,15 +112,10 @@ def main(argv=None) -> None:
     from espnet2_almtok.fileio import atomic_write_text
     from espnet2_almtok.recipe.score import Scorer
 
-    C.import_quietly("espnet2_almtok.tasks.codec")
-    cargs = C.get_parser().parse_args(["--data_dir", str(args.data_dir), "--output_dir", str(args.work_dir),
-                                       "--work_dir", str(args.work_dir)])
-    train_clips = C.load_dir(args.data_dir / "train", 0, 0)
+    cut, train_clips = C.almtok_for_diagnosis(args.data_dir, args.work_dir)
     dev = [c.wav for c in C.english_speech(C.load_dir(args.data_dir / "dev"))[: args.dev_clips]]
     if not dev:
         raise ValueError(f"{args.data_dir}/dev has no English speech clip (utt2category speech, utt2lang en)")
-    priors = C.extract_priors(cargs, args.data_dir / "train", 1024)
-    cut = C.build(C.System("almtok", priors=True), cargs, *priors)
     scorer = Scorer(16000)
     scale = {name: float(np.mean([scorer.mel_distance(c, f(c)) for c in dev])) for name, f in degradations().items()}
     for name, v in scale.items():

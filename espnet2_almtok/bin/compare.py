@@ -387,6 +387,20 @@ def extract_priors(args, train_dir: Path, codebook_size: int):
     return [str(out / f"codebook_{i}.npy") for i in (1, 2, 3)], int(info["dim"])
 
 
+def almtok_for_diagnosis(data_dir: Path, work_dir: Path, overrides: Optional[Dict] = None,
+                         generator_overrides: Optional[Dict] = None):
+    """The ``almtok`` system as this comparison builds it (frozen MFCC priors from
+    ``work_dir/priors``, extracted there if missing), untrained, with the training clips: what
+    the ``bench`` diagnostics train. Returns ``(codec under test, train clips)``."""
+    import_quietly("espnet2_almtok.tasks.codec")
+    args = get_parser().parse_args(["--data_dir", str(data_dir), "--output_dir", str(work_dir),
+                                    "--work_dir", str(work_dir)])
+    train = load_dir(data_dir / "train", 0, 0)
+    priors = extract_priors(args, data_dir / "train", 1024)
+    system = System("almtok", priors=True, overrides=overrides or {}, generator_overrides=generator_overrides or {})
+    return build(system, args, *priors), train
+
+
 # ------------------------------------------------------------------------------------- report
 # How far a trained system must move a score past its untrained self to count as better (the
 # order of the spread between test sets of this size); ``sign`` -1: lower is better.
