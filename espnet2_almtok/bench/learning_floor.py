@@ -4,6 +4,8 @@
     python -m espnet2_almtok.bench.learning_floor --path conv --cpu_minutes 3
     python -m espnet2_almtok.bench.learning_floor --path transformer --cpu_minutes 3
     python -m espnet2_almtok.bench.learning_floor --path vq --cpu_minutes 3
+    python -m espnet2_almtok.bench.learning_floor --path frames --cpu_minutes 3
+    python -m espnet2_almtok.bench.learning_floor --path transformer --window 2 --cpu_minutes 3
 
 Trains ``bin/compare``'s ``almtok`` generator (``conf/benchmark/almtok.yaml``; frozen MFCC priors
 from ``--work_dir``, extracted there if missing) with the reconstruction losses only (15 x
@@ -12,10 +14,12 @@ AR: the cheapest objective, about 4x the steps of a G+D step per CPU-second) alo
 
 - ``conv``: patchify -> de-patchify, nothing between (no Transformer, no bottleneck);
 - ``transformer``: + the query Transformer encoder and decoder, queries unquantized;
-- ``vq``: the whole generator, as it encodes and decodes.
+- ``vq``: the whole generator, as it encodes and decodes;
+- ``frames``: the encoder and decoder Transformers over the patchified frames themselves (no
+  query tokens, no mask tokens, no quantizer): the Transformers without the query bottleneck.
 
 It prints the mel distance (``recipe.score``'s, lower is better) of that path's output on
-English dev clips at w = 4 after each quarter of the budget, beside the same distance for
+English dev clips at w = 4 (or ``--window``) after each quarter of the budget, beside the same distance for
 simple degradations of the original (half amplitude, a 9-tap moving average, white noise at
 0.01): a scale for what the numbers mean. What it answers: whether a short CPU budget is
 limited by the quantizer, the Transformer or the waveform convolutions themselves.
@@ -26,12 +30,12 @@ import json
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 
-PATHS = ("conv", "transformer", "vq")
+PATHS = ("conv", "transformer", "vq", "frames")
 
 
 def degradations() -> Dict[str, Callable[[torch.Tensor], torch.Tensor]]:
@@ -54,6 +58,8 @@ def reconstruct(generator, wav: torch.Tensor, window: int, path: str):
     frames = generator.patchify_frames(x, x.shape[-1] // generator.hop_length)  # (B, T', C)
     if path == "conv":
         resyn = generator.depatchify(frames.transpose(1, 2))
+    elif path == "frames":
+        resyn = generator.depatchify(generator.decoder(generator.encoder(frames)).transpose(1, 2))
     else:
         queries, _ = generator.encode_frames(frames, window)
         resyn = generator.decode_latents(queries, window)
@@ -73,26 +79,29 @@ def mel_distance(generator, clips: List[torch.Tensor], path: str, window: int = 
 
 
 def train(generator, codec, sampler, dev: List[torch.Tensor], path: str, cpu_seconds: float, lr: float,
-          points: int = 4, seed: int = 0) -> List[Dict[str, float]]:
+          points: int = 4, seed: int = 0, window: Optional[int] = None) -> List[Dict[str, float]]:
     """Reconstruction-only training for ``cpu_seconds`` of CPU time; the dev mel distance at the
-    start and after each of ``points`` equal chunks (evaluations not counted)."""
+    start and after each of ``points`` equal chunks (evaluations not counted). ``window``: train
+    and score at this w only (default: w sampled from the model's windows per step, scored at 4)."""
     rng = np.random.default_rng(seed)
+    windows = [generator.check_window(window)] if window else generator.windows
+    score_window = window or 4
     opt = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=lr, betas=(0.5, 0.9))
-    curve = [{"steps": 0, "cpu_s": 0.0, "dev_mel": mel_distance(generator, dev, path)}]
+    curve = [{"steps": 0, "cpu_s": 0.0, "dev_mel": mel_distance(generator, dev, path, score_window)}]
     steps, used = 0, 0.0
     generator.train()
     for point in range(1, points + 1):
         t0 = time.process_time()
         while used + time.process_time() - t0 < cpu_seconds * point / points:
             wav = sampler().unsqueeze(1)  # (B, 1, T)
-            resyn, vq_loss = reconstruct(generator, wav, int(rng.choice(generator.windows)), path)
+            resyn, vq_loss = reconstruct(generator, wav, int(rng.choice(windows)), path)
             loss = 15.0 * codec.mel_loss(resyn, wav) + codec.stft_loss(resyn, wav) + vq_loss
             opt.zero_grad()
             loss.backward()
             opt.step()
             steps += 1
         used += time.process_time() - t0
-        curve.append({"steps": steps, "cpu_s": used, "dev_mel": mel_distance(generator, dev, path)})
+        curve.append({"steps": steps, "cpu_s": used, "dev_mel": mel_distance(generator, dev, path, score_window)})
     return curve
 
 
@@ -102,6 +111,7 @@ def main(argv=None) -> None:
     p.add_argument("--work_dir", type=Path, default=Path("exp/compare_norm"), help="bin/compare's (its priors/)")
     p.add_argument("--path", choices=PATHS, default="vq")
     p.add_argument("--cpu_minutes", type=float, default=3.0)
+    p.add_argument("--window", type=int, default=None, help="train and score at this w only (default: sampled per step, scored at 4)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--dev_clips", type=int, default=8, help="English speech clips of dev/ scored")
     p.add_argument("--output", type=Path, default=None, help="also write the curve here (JSON)")
@@ -121,11 +131,11 @@ def main(argv=None) -> None:
     for name, v in scale.items():
         print(f"original, {name}: dev mel {v:.3f}", flush=True)
     curve = train(cut.codec.generator, cut.codec, C.CropSampler(train_clips, 4, 0.5, 0), dev, args.path,
-                  args.cpu_minutes * 60, args.lr)
+                  args.cpu_minutes * 60, args.lr, window=args.window)
     for c in curve:
         print(f"{args.path}: step {c['steps']}, {c['cpu_s']:.0f} CPU-s, dev mel {c['dev_mel']:.3f}", flush=True)
     if args.output:
-        atomic_write_text(args.output, json.dumps({"path": args.path, "lr": args.lr, "degradations": scale,
+        atomic_write_text(args.output, json.dumps({"path": args.path, "window": args.window, "lr": args.lr, "degradations": scale,
                                                    "curve": curve}, indent=2))
 
 

@@ -16,7 +16,7 @@ def codec(debug_config):
     return ALMTokenizerCodec(**yaml.safe_load(open(debug_config))["codec_conf"])
 
 
-@pytest.mark.parametrize("path", ["conv", "transformer", "vq"])
+@pytest.mark.parametrize("path", ["conv", "transformer", "vq", "frames"])
 def test_each_path_returns_the_input_length(codec, path):
     from espnet2_almtok.bench.learning_floor import reconstruct
 
@@ -46,3 +46,18 @@ def test_degradations_keep_the_shape_and_scale_with_severity():
     assert all(f(clip).shape == clip.shape for f in degradations().values())
     assert all(v > 0.05 for v in d.values())  # each is a real change
     assert scorer.mel_distance(clip, clip) < 1e-6
+
+
+def test_a_fixed_window_trains_and_scores_at_that_window_only(codec, monkeypatch):
+    from espnet2_almtok.bench import learning_floor
+
+    seen = []
+    real = learning_floor.reconstruct
+    monkeypatch.setattr(learning_floor, "reconstruct", lambda g, wav, w, path: seen.append(w) or real(g, wav, w, path))
+    clip = speechlike(0.5)
+    learning_floor.train(codec.generator, codec, lambda: clip.view(1, -1).repeat(2, 1), [clip], "transformer",
+                         cpu_seconds=1.0, lr=1e-3, points=1, window=2)
+    assert seen and set(seen) == {2}
+    with pytest.raises(ValueError, match="w=11 was not trained"):
+        learning_floor.train(codec.generator, codec, lambda: clip.view(1, -1), [clip], "transformer",
+                             cpu_seconds=1.0, lr=1e-3, points=1, window=11)
