@@ -6,6 +6,7 @@
     python -m espnet2_almtok.bench.learning_floor --path vq --cpu_minutes 3
     python -m espnet2_almtok.bench.learning_floor --path frames --cpu_minutes 3
     python -m espnet2_almtok.bench.learning_floor --path transformer --window 2 --cpu_minutes 3
+    python -m espnet2_almtok.bench.learning_floor --path vq --attention_bias alibi --cpu_minutes 3
 
 Trains ``bin/compare``'s ``almtok`` generator (``conf/benchmark/almtok.yaml``; frozen MFCC priors
 from ``--work_dir``, extracted there if missing) with the reconstruction losses only (15 x
@@ -112,6 +113,8 @@ def main(argv=None) -> None:
     p.add_argument("--path", choices=PATHS, default="vq")
     p.add_argument("--cpu_minutes", type=float, default=3.0)
     p.add_argument("--window", type=int, default=None, help="train and score at this w only (default: sampled per step, scored at 4)")
+    p.add_argument("--attention_bias", choices=("none", "alibi"), default=None,
+                   help="override the generator's attention_bias (codec/transformer.py)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--dev_clips", type=int, default=8, help="English speech clips of dev/ scored")
     p.add_argument("--output", type=Path, default=None, help="also write the curve here (JSON)")
@@ -122,7 +125,8 @@ def main(argv=None) -> None:
     from espnet2_almtok.fileio import atomic_write_text
     from espnet2_almtok.recipe.score import Scorer
 
-    cut, train_clips = C.almtok_for_diagnosis(args.data_dir, args.work_dir)
+    generator_overrides = {"attention_bias": args.attention_bias} if args.attention_bias else None
+    cut, train_clips = C.almtok_for_diagnosis(args.data_dir, args.work_dir, generator_overrides=generator_overrides)
     dev = [c.wav for c in C.english_speech(C.load_dir(args.data_dir / "dev"))[: args.dev_clips]]
     if not dev:
         raise ValueError(f"{args.data_dir}/dev has no English speech clip (utt2category speech, utt2lang en)")
@@ -135,7 +139,8 @@ def main(argv=None) -> None:
     for c in curve:
         print(f"{args.path}: step {c['steps']}, {c['cpu_s']:.0f} CPU-s, dev mel {c['dev_mel']:.3f}", flush=True)
     if args.output:
-        atomic_write_text(args.output, json.dumps({"path": args.path, "window": args.window, "lr": args.lr, "degradations": scale,
+        atomic_write_text(args.output, json.dumps({"path": args.path, "window": args.window,
+                                                   "attention_bias": args.attention_bias, "lr": args.lr, "degradations": scale,
                                                    "curve": curve}, indent=2))
 
 

@@ -61,6 +61,9 @@ class ALMTokenizerGenerator(nn.Module):
         frame_norm: LayerNorm on each patchified frame (see :class:`Patchify`): frames at the
             scale of the Transformer's positions.
         encoder_layers / decoder_layers / num_heads / ff_mult / dropout: the Transformers.
+        attention_bias: the encoder/decoder Transformers' ``attention_bias`` (``"none"``, the
+            paper's plain bidirectional attention; ``"alibi"``, a distance penalty that makes
+            each query token start from its own frames: see :class:`TransformerStack`).
         windows: the query windows ``w`` seen in training (one is sampled per batch).
         n_q / codebook_size / codebook_dim: the residual VQ (``codebook_dim`` = SSL width).
         codebook_init: per-layer ``.npy`` centroid files (semantic priors), or ``None``.
@@ -89,6 +92,7 @@ class ALMTokenizerGenerator(nn.Module):
         num_heads: int = 8,
         ff_mult: int = 4,
         dropout: float = 0.0,
+        attention_bias: str = "none",
         windows: Sequence[int] = (2, 3, 4, 5, 6, 7, 8, 9, 10),
         n_q: int = 3,
         codebook_size: int = 2048,
@@ -122,11 +126,13 @@ class ALMTokenizerGenerator(nn.Module):
         mae_mask_token = torch.randn(hidden_dim) * 0.02  # drawn either way: the same weights follow
         if not inference_only:
             self.mae_mask_token = nn.Parameter(mae_mask_token)
-        self.encoder = TransformerStack(hidden_dim, encoder_layers, num_heads, ff_mult, dropout)
+        self.encoder = TransformerStack(hidden_dim, encoder_layers, num_heads, ff_mult, dropout,
+                                        attention_bias=attention_bias)
         self.quantizer = ResidualVQ(hidden_dim, codebook_dim, codebook_size, n_q,
                                     codebook_init, codebook_frozen, codebook_input_norm)
         self.decoder_mask_token = nn.Parameter(torch.randn(hidden_dim) * 0.02)
-        self.decoder = TransformerStack(hidden_dim, decoder_layers, num_heads, ff_mult, dropout)
+        self.decoder = TransformerStack(hidden_dim, decoder_layers, num_heads, ff_mult, dropout,
+                                        attention_bias=attention_bias)
         self.depatchify = DePatchify(hidden_dim, patch_channels, tuple(reversed(patch_strides)))
         # frames of context that make blockwise conv passes equal whole-clip ones (long audio)
         self.patchify_margin = downsampling_margin_frames(self.patchify, self.hop_length)

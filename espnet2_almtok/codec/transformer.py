@@ -1,4 +1,5 @@
-"""Pre-norm Transformer stack over ``(B, T, C)`` with sinusoidal positions."""
+"""Pre-norm Transformer stack over ``(B, T, C)`` with sinusoidal positions (and, optionally, an
+ALiBi distance bias on the attention logits)."""
 
 import math
 from typing import Optional
@@ -17,6 +18,23 @@ def sinusoidal_positions(length: int, dim: int, device=None, dtype=None) -> torc
     return table.to(dtype) if dtype is not None else table
 
 
+ATTENTION_BIASES = ("none", "alibi")
+
+
+def alibi_slopes(num_heads: int) -> torch.Tensor:
+    """``(H,)`` ALiBi head slopes ``2^(-8 (h+1) / H)`` (Press et al., 2022): the first head
+    looks mostly at its neighbours, the last almost anywhere."""
+    return torch.pow(2.0, -8.0 * torch.arange(1, num_heads + 1, dtype=torch.float32) / num_heads)
+
+
+def alibi_bias(length: int, num_heads: int, device=None, dtype=None) -> torch.Tensor:
+    """``(H, T, T)`` additive attention bias ``-slope_h * |i - j|`` (symmetric: bidirectional)."""
+    pos = torch.arange(length, device=device, dtype=torch.float32)
+    dist = (pos.unsqueeze(0) - pos.unsqueeze(1)).abs()
+    bias = -alibi_slopes(num_heads).to(device).view(-1, 1, 1) * dist
+    return bias.to(dtype) if dtype is not None else bias
+
+
 class TransformerStack(nn.Module):
     """``num_layers`` pre-norm Transformer layers; bidirectional unless ``causal``.
 
@@ -24,13 +42,18 @@ class TransformerStack(nn.Module):
         dim: model width ``C``.
         num_layers, num_heads, ff_mult, dropout: the usual.
         causal: use a causal (lower-triangular) attention mask.
+        attention_bias: ``"none"`` (positions from the sinusoidal table only) or ``"alibi"``
+            (also a per-head penalty on attention that grows with distance: every position
+            starts out attending to its neighbourhood; ours, the paper does not say).
     """
 
     def __init__(self, dim: int, num_layers: int, num_heads: int, ff_mult: int = 4,
-                 dropout: float = 0.0, causal: bool = False):
+                 dropout: float = 0.0, causal: bool = False, attention_bias: str = "none"):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+        if attention_bias not in ATTENTION_BIASES:
+            raise ValueError(f"attention_bias={attention_bias!r}: choose one of {ATTENTION_BIASES}")
         layer = nn.TransformerEncoderLayer(
             dim, num_heads, dim * ff_mult, dropout=dropout, activation="gelu",
             batch_first=True, norm_first=True,
@@ -38,6 +61,8 @@ class TransformerStack(nn.Module):
         self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.causal = causal
+        self.num_heads = num_heads
+        self.attention_bias = attention_bias
 
     def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``x``: ``(B, T, C)``; ``padding_mask``: ``(B, T)`` True at padding. Returns ``(B, T, C)``."""
@@ -46,9 +71,14 @@ class TransformerStack(nn.Module):
         attn_mask = None
         if self.causal:
             attn_mask = nn.Transformer.generate_square_subsequent_mask(t, device=x.device, dtype=x.dtype)
+        if self.attention_bias == "alibi":
+            bias = alibi_bias(t, self.num_heads, x.device, x.dtype)  # (H, T, T)
+            bias = bias if attn_mask is None else bias + attn_mask
+            attn_mask = bias.repeat(x.shape[0], 1, 1)  # (B * H, T, T), batch-major as attention expects
         if padding_mask is not None:
             padding_mask = padding_mask.to(torch.bool)
             if attn_mask is not None:  # one float mask avoids a bool/float mix warning
                 padding_mask = torch.zeros_like(padding_mask, dtype=x.dtype).masked_fill(padding_mask, float("-inf"))
-        x = self.layers(x, mask=attn_mask, src_key_padding_mask=padding_mask, is_causal=self.causal)
+        x = self.layers(x, mask=attn_mask, src_key_padding_mask=padding_mask,
+                        is_causal=self.causal and self.attention_bias == "none")
         return self.norm(x)
