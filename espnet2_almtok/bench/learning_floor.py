@@ -36,6 +36,8 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from espnet2_almtok.codec.transformer import ATTENTION_BIASES
+
 PATHS = ("conv", "transformer", "vq", "frames")
 
 
@@ -113,7 +115,7 @@ def main(argv=None) -> None:
     p.add_argument("--path", choices=PATHS, default="vq")
     p.add_argument("--cpu_minutes", type=float, default=3.0)
     p.add_argument("--window", type=int, default=None, help="train and score at this w only (default: sampled per step, scored at 4)")
-    p.add_argument("--attention_bias", choices=("none", "alibi"), default=None,
+    p.add_argument("--attention_bias", choices=ATTENTION_BIASES, default=None,
                    help="override the generator's attention_bias (codec/transformer.py)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--dev_clips", type=int, default=8, help="English speech clips of dev/ scored")
