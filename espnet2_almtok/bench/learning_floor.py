@@ -7,6 +7,7 @@
     python -m espnet2_almtok.bench.learning_floor --path frames --cpu_minutes 3
     python -m espnet2_almtok.bench.learning_floor --path transformer --window 2 --cpu_minutes 3
     python -m espnet2_almtok.bench.learning_floor --path vq --attention_bias alibi --cpu_minutes 3
+    python -m espnet2_almtok.bench.learning_floor --path vq --query_shortcut --cpu_minutes 3
 
 Trains ``bin/compare``'s ``almtok`` generator (``conf/benchmark/almtok.yaml``; frozen MFCC priors
 from ``--work_dir``, extracted there if missing) with the reconstruction losses only (15 x
@@ -117,6 +118,8 @@ def main(argv=None) -> None:
     p.add_argument("--window", type=int, default=None, help="train and score at this w only (default: sampled per step, scored at 4)")
     p.add_argument("--attention_bias", choices=ATTENTION_BIASES, default=None,
                    help="override the generator's attention_bias (codec/transformer.py)")
+    p.add_argument("--query_shortcut", action="store_true",
+                   help="turn on the generator's query_shortcut (codec/query.py: each query's own frames reach it without attention)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--dev_clips", type=int, default=8, help="English speech clips of dev/ scored")
     p.add_argument("--output", type=Path, default=None, help="also write the curve here (JSON)")
@@ -127,8 +130,12 @@ def main(argv=None) -> None:
     from espnet2_almtok.fileio import atomic_write_text
     from espnet2_almtok.recipe.score import Scorer
 
-    generator_overrides = {"attention_bias": args.attention_bias} if args.attention_bias else None
-    cut, train_clips = C.almtok_for_diagnosis(args.data_dir, args.work_dir, generator_overrides=generator_overrides)
+    generator_overrides = {}
+    if args.attention_bias:
+        generator_overrides["attention_bias"] = args.attention_bias
+    if args.query_shortcut:
+        generator_overrides["query_shortcut"] = True
+    cut, train_clips = C.almtok_for_diagnosis(args.data_dir, args.work_dir, generator_overrides=generator_overrides or None)
     dev = [c.wav for c in C.english_speech(C.load_dir(args.data_dir / "dev"))[: args.dev_clips]]
     if not dev:
         raise ValueError(f"{args.data_dir}/dev has no English speech clip (utt2category speech, utt2lang en)")
@@ -142,7 +149,8 @@ def main(argv=None) -> None:
         print(f"{args.path}: step {c['steps']}, {c['cpu_s']:.0f} CPU-s, dev mel {c['dev_mel']:.3f}", flush=True)
     if args.output:
         atomic_write_text(args.output, json.dumps({"path": args.path, "window": args.window,
-                                                   "attention_bias": args.attention_bias, "lr": args.lr, "degradations": scale,
+                                                   "attention_bias": args.attention_bias,
+                                                   "query_shortcut": args.query_shortcut, "lr": args.lr, "degradations": scale,
                                                    "curve": curve}, indent=2))
 
 

@@ -64,6 +64,10 @@ class ALMTokenizerGenerator(nn.Module):
         attention_bias: the encoder/decoder Transformers' ``attention_bias`` (``"none"``, the
             paper's plain bidirectional attention; ``"alibi"``, a distance penalty that makes
             each query token start from its own frames: see :class:`TransformerStack`).
+        query_shortcut: add the parameter-free path between each query and its own ``w``
+            frames (:mod:`espnet2_almtok.codec.query`): encoder query input = query token +
+            mean of its frames, decoder mask inputs = mask token + their quantized query.
+            Ours (the paper routes everything through attention); off by default.
         windows: the query windows ``w`` seen in training (one is sampled per batch).
         n_q / codebook_size / codebook_dim: the residual VQ (``codebook_dim`` = SSL width).
         codebook_init: per-layer ``.npy`` centroid files (semantic priors), or ``None``.
@@ -93,6 +97,7 @@ class ALMTokenizerGenerator(nn.Module):
         ff_mult: int = 4,
         dropout: float = 0.0,
         attention_bias: str = "none",
+        query_shortcut: bool = False,
         windows: Sequence[int] = (2, 3, 4, 5, 6, 7, 8, 9, 10),
         n_q: int = 3,
         codebook_size: int = 2048,
@@ -119,6 +124,7 @@ class ALMTokenizerGenerator(nn.Module):
         self.mae_mask_ratio = mae_mask_ratio
         self.pad_margin_frames = pad_margin_frames
         self.inference_only = inference_only
+        self.query_shortcut = bool(query_shortcut)
 
         self.patchify = Patchify(hidden_dim, patch_channels, patch_strides, norm=frame_norm)
         self.hop_length = self.patchify.hop_length
@@ -181,7 +187,7 @@ class ALMTokenizerGenerator(nn.Module):
 
         ``frame_lengths`` ``(B,)`` marks the valid frames of each clip (attention padding).
         """
-        seq = interleave_queries(frames, self.query_token, window)
+        seq = interleave_queries(frames, self.query_token, window, self.query_shortcut)
         pad_mask = None
         if frame_lengths is not None:
             pad_mask = interleaved_padding_mask(frame_lengths, frames.shape[1] // window, window)
@@ -192,7 +198,7 @@ class ALMTokenizerGenerator(nn.Module):
                        token_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Quantized queries ``(B, N, C)`` -> waveform ``(B, 1, N * w * hop_length)``;
         ``token_lengths`` ``(B,)`` keeps padded tokens out of attention."""
-        seq = expand_with_masks(quantized, self.decoder_mask_token, window)
+        seq = expand_with_masks(quantized, self.decoder_mask_token, window, self.query_shortcut)
         pad_mask = None
         if token_lengths is not None:
             pad_mask = interleaved_padding_mask(token_lengths * window, quantized.shape[1], window)

@@ -230,7 +230,7 @@ def decode_long(gen, codes: torch.Tensor, window: int, chunking: ChunkingConfig)
     for i in range(0, len(chunks), chunking.chunk_batch):
         group = chunks[i: i + chunking.chunk_batch]
         latents = gen.quantizer.decode(torch.stack([codes[:, c.start: c.stop] for c in group]))  # (b, K, C)
-        seq = expand_with_masks(latents, gen.decoder_mask_token, window)
+        seq = expand_with_masks(latents, gen.decoder_mask_token, window, gen.query_shortcut)
         frames = retrieve_mask_frames(gen.decoder(seq), window)  # (b, K*w, C)
         for j, c in enumerate(group):
             k = i + j

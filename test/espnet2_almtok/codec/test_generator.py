@@ -43,8 +43,9 @@ def test_untrained_window_is_rejected_with_the_supported_list():
         gen.encode(torch.randn(1, 1, 3200), 3)
 
 
-def test_batch_with_padding_encodes_like_one_by_one():
-    gen = tiny_generator()
+@pytest.mark.parametrize("query_shortcut", [False, True])
+def test_batch_with_padding_encodes_like_one_by_one(query_shortcut):
+    gen = tiny_generator(query_shortcut=query_shortcut)
     a, b = torch.randn(7000) * 0.1, torch.randn(13000) * 0.1
     batch = torch.zeros(2, 1, 13000)
     batch[0, 0, :7000], batch[1, 0] = a, b

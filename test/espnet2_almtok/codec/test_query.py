@@ -48,3 +48,19 @@ def test_padding_mask_covers_whole_groups():
     assert m.shape == (2, 10)
     assert not m[0].any()
     assert not m[1, :5].any() and m[1, 5:].all()  # 3 frames -> 1 group valid
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_shortcut_adds_each_groups_frame_mean_to_its_query_and_each_query_to_its_masks(window):
+    b, n, c = 2, 4, 5
+    frames, query = torch.randn(b, n * window, c), torch.randn(c)
+    seq = interleave_queries(frames, query, window, shortcut=True)
+    group_mean = frames.reshape(b, n, window, c).mean(2)
+    assert torch.allclose(retrieve_queries(seq, window), query + group_mean)
+    assert torch.equal(retrieve_frames(seq, window), frames)  # the frames themselves untouched
+
+    q, mask = torch.randn(b, n, c), torch.randn(c)
+    seq = expand_with_masks(q, mask, window, shortcut=True)
+    assert torch.equal(seq[:, :: window + 1], q)
+    expected = (mask + q.unsqueeze(2)).expand(b, n, window, c).reshape(b, n * window, c)
+    assert torch.allclose(retrieve_mask_frames(seq, window), expected)

@@ -173,3 +173,19 @@ def test_window_boundaries_leave_no_seam_in_the_resynthesis():
     for b in boundaries:
         clicked[b: b + 32] = 0  # 2 ms dropouts: what a seam sounds like
     assert ratio(clicked) > 1.5
+
+
+@torch.no_grad()
+def test_windowed_decoding_feeds_the_decoder_the_models_query_shortcut():
+    """With ``query_shortcut``, every decoder window gets each mask slot as the mask token plus
+    its quantized query, as the whole-clip pass does (streaming must not drop the shortcut)."""
+    gen, w = tiny(query_shortcut=True), 4
+    seen = []
+    gen.decoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    codes = gen.encode(speechlike(6.0).view(1, 1, -1), w)
+    gen.decode(codes, w, chunking=ChunkingConfig(context_s=1.0))
+    assert len(seen) > 1  # it did run in windows
+    for seq in seen:
+        groups = seq.reshape(seq.shape[0], -1, w + 1, seq.shape[-1])  # (b, K, w + 1, C)
+        expected = gen.decoder_mask_token + groups[:, :, :1]
+        assert torch.allclose(groups[:, :, 1:], expected.expand_as(groups[:, :, 1:]))
