@@ -5,6 +5,7 @@
     python -m espnet2_almtok.bench.learning_floor --path transformer --cpu_minutes 3
     python -m espnet2_almtok.bench.learning_floor --path vq --cpu_minutes 3
     python -m espnet2_almtok.bench.learning_floor --path frames --cpu_minutes 3
+    python -m espnet2_almtok.bench.learning_floor --path pooled --cpu_minutes 3
     python -m espnet2_almtok.bench.learning_floor --path transformer --window 2 --cpu_minutes 3
     python -m espnet2_almtok.bench.learning_floor --path vq --attention_bias alibi --cpu_minutes 3
     python -m espnet2_almtok.bench.learning_floor --path vq --query_shortcut --cpu_minutes 3
@@ -18,7 +19,9 @@ AR: the cheapest objective, about 4x the steps of a G+D step per CPU-second) alo
 - ``transformer``: + the query Transformer encoder and decoder, queries unquantized;
 - ``vq``: the whole generator, as it encodes and decodes;
 - ``frames``: the encoder and decoder Transformers over the patchified frames themselves (no
-  query tokens, no mask tokens, no quantizer): the Transformers without the query bottleneck.
+  query tokens, no mask tokens, no quantizer): the Transformers without the query bottleneck;
+- ``pooled``: patchify -> the mean of each group of ``w`` frames, repeated ``w`` times ->
+  de-patchify (no Transformer, no quantizer): the token rate's time bottleneck alone.
 
 It prints the mel distance (``recipe.score``'s, lower is better) of that path's output on
 English dev clips at w = 4 (or ``--window``) after each quarter of the budget, beside the same distance for
@@ -39,7 +42,7 @@ import torch
 
 from espnet2_almtok.codec.transformer import ATTENTION_BIASES
 
-PATHS = ("conv", "transformer", "vq", "frames")
+PATHS = ("conv", "transformer", "vq", "frames", "pooled")
 
 
 def degradations() -> Dict[str, Callable[[torch.Tensor], torch.Tensor]]:
@@ -62,6 +65,10 @@ def reconstruct(generator, wav: torch.Tensor, window: int, path: str):
     frames = generator.patchify_frames(x, x.shape[-1] // generator.hop_length)  # (B, T', C)
     if path == "conv":
         resyn = generator.depatchify(frames.transpose(1, 2))
+    elif path == "pooled":  # each frame replaced by the mean of its w-frame group: a w-fold time bottleneck
+        b, t, c = frames.shape
+        pooled = frames.reshape(b, t // window, window, c).mean(2).repeat_interleave(window, dim=1)
+        resyn = generator.depatchify(pooled.transpose(1, 2))
     elif path == "frames":
         resyn = generator.depatchify(generator.decoder(generator.encoder(frames)).transpose(1, 2))
     else:

@@ -16,7 +16,7 @@ def codec(debug_config):
     return ALMTokenizerCodec(**yaml.safe_load(open(debug_config))["codec_conf"])
 
 
-@pytest.mark.parametrize("path", ["conv", "transformer", "vq", "frames"])
+@pytest.mark.parametrize("path", ["conv", "transformer", "vq", "frames", "pooled"])
 def test_each_path_returns_the_input_length(codec, path):
     from espnet2_almtok.bench.learning_floor import reconstruct
 
