@@ -13,6 +13,8 @@ Systems (``conf/benchmark/*.yaml``, generators of comparable size, 16 kHz):
   ``--stage2_freeze_param``) for the rest; scored at w = 2, 4, 8;
 - ablations of it: ``almtok_no_mae``, ``almtok_no_ar``, ``almtok_no_priors`` (random, learned
   codebooks), ``almtok_single_stage`` (stage 1 for the whole budget);
+- ``almtok_shortcut``: ``almtok`` with ``generator_params.query_shortcut`` (ours, not the
+  paper's: each query's own frames reach it, and it reaches its mask slots, without attention);
 - ESPnet's ``soundstream``, ``encodec`` and ``dac`` at their lowest bitrate (one codebook).
 
 Every system gets the same budget of *CPU time* (``--budget_minutes`` x the torch threads,
@@ -85,6 +87,9 @@ SYSTEMS = {
                                note="ablation: random learned codebooks"),
     "almtok_single_stage": System("almtok", priors=True, two_stage=False, settings=("w=4",),
                                   note="ablation: stage 1 only"),
+    "almtok_shortcut": System("almtok", priors=True, two_stage=True, settings=ALMTOK_SETTINGS,
+                              generator_overrides={"query_shortcut": True}, untrained_baseline=True,
+                              note="ours: + query_shortcut (codec/query.py)"),
     "soundstream": System("soundstream", untrained_baseline=True, note="ESPnet, 1 codebook"),
     "encodec": System("encodec", untrained_baseline=True, note="ESPnet, 1 codebook"),
     "dac": System("dac", untrained_baseline=True, note="ESPnet, 1 codebook"),
