@@ -351,6 +351,8 @@ def train_system(name: str, system: System, data: Dict, args, priors) -> Dict:
         res["curve"].append({"cpu_s": trainer.cpu_s, "wall_s": trainer.wall_s, "steps": trainer.steps,
                              "stage": stage, "dev_mel": dev_mel(cut, curve_setting, data["dev"]),
                              "train_stats": stats})
+        logging.info(f"{name}: chunk {point + 1}/{args.curve_points} (stage {stage}): {trainer.steps} steps, "
+                     f"dev mel {res['curve'][-1]['dev_mel']:.3f}")
     res["budget"] = {"cpu_s": trainer.cpu_s, "wall_s": trainer.wall_s, "steps": trainer.steps}
     model = args.work_dir / "models" / f"{name}.pth"
     model.parent.mkdir(parents=True, exist_ok=True)
