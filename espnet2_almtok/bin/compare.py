@@ -14,7 +14,8 @@ Systems (``conf/benchmark/*.yaml``, generators of comparable size, 16 kHz):
 - ablations of it: ``almtok_no_mae``, ``almtok_no_ar``, ``almtok_no_priors`` (random, learned
   codebooks), ``almtok_single_stage`` (stage 1 for the whole budget);
 - ``almtok_shortcut``: ``almtok`` with ``generator_params.query_shortcut`` (ours, not the
-  paper's: each query's own frames reach it, and it reaches its mask slots, without attention);
+  paper's: each query's own frames reach it, and it reaches its mask slots, without attention),
+  and two ablations of it: ``almtok_shortcut_no_priors``, ``almtok_shortcut_no_mae``;
 - ESPnet's ``soundstream``, ``encodec`` and ``dac`` at their lowest bitrate (one codebook).
 
 Every system gets the same budget of *CPU time* (``--budget_minutes`` x the torch threads,
@@ -90,6 +91,12 @@ SYSTEMS = {
     "almtok_shortcut": System("almtok", priors=True, two_stage=True, settings=ALMTOK_SETTINGS,
                               generator_overrides={"query_shortcut": True}, untrained_baseline=True,
                               note="ours: + query_shortcut (codec/query.py)"),
+    "almtok_shortcut_no_priors": System("almtok", priors=False, two_stage=True, settings=("w=4",),
+                                        generator_overrides={"query_shortcut": True},
+                                        note="ablation of almtok_shortcut: random learned codebooks"),
+    "almtok_shortcut_no_mae": System("almtok", priors=True, two_stage=True, overrides={"use_mae_loss": False},
+                                     settings=("w=4",), generator_overrides={"query_shortcut": True},
+                                     note="ablation of almtok_shortcut: no MAE loss"),
     "soundstream": System("soundstream", untrained_baseline=True, note="ESPnet, 1 codebook"),
     "encodec": System("encodec", untrained_baseline=True, note="ESPnet, 1 codebook"),
     "dac": System("dac", untrained_baseline=True, note="ESPnet, 1 codebook"),
