@@ -9,6 +9,7 @@
     python -m espnet2_almtok.bench.learning_floor --path transformer --window 2 --cpu_minutes 3
     python -m espnet2_almtok.bench.learning_floor --path vq --attention_bias alibi --cpu_minutes 3
     python -m espnet2_almtok.bench.learning_floor --path vq --query_shortcut --cpu_minutes 3
+    python -m espnet2_almtok.bench.learning_floor --path vq --query_shortcut --mae --cpu_minutes 6
 
 Trains ``bin/compare``'s ``almtok`` generator (``conf/benchmark/almtok.yaml``; frozen MFCC priors
 from ``--work_dir``, extracted there if missing) with the reconstruction losses only (15 x
@@ -56,10 +57,14 @@ def degradations() -> Dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     }
 
 
-def reconstruct(generator, wav: torch.Tensor, window: int, path: str):
-    """``wav`` ``(B, 1, T)`` -> (resynthesis ``(B, 1, T)``, VQ loss terms) along ``path``."""
+def reconstruct(generator, wav: torch.Tensor, window: int, path: str, mae: bool = False):
+    """``wav`` ``(B, 1, T)`` -> (resynthesis ``(B, 1, T)``, VQ loss terms) along ``path``; with
+    ``mae`` (``vq`` path only) the encoder input has the MAE share of its frames masked, as in
+    stage 1 of the recipe."""
+    if mae and path != "vq":
+        raise ValueError(f"MAE masking needs the whole generator (path vq), not {path!r}")
     if path == "vq":
-        out = generator(wav, window)
+        out = generator(wav, window, use_mae=mae)
         return out["resyn"], out["commit"] + out["codebook"]
     x = generator.pad_to_window(wav, window)
     frames = generator.patchify_frames(x, x.shape[-1] // generator.hop_length)  # (B, T', C)
@@ -90,10 +95,11 @@ def mel_distance(generator, clips: List[torch.Tensor], path: str, window: int = 
 
 
 def train(generator, codec, sampler, dev: List[torch.Tensor], path: str, cpu_seconds: float, lr: float,
-          points: int = 4, seed: int = 0, window: Optional[int] = None) -> List[Dict[str, float]]:
+          points: int = 4, seed: int = 0, window: Optional[int] = None, mae: bool = False) -> List[Dict[str, float]]:
     """Reconstruction-only training for ``cpu_seconds`` of CPU time; the dev mel distance at the
     start and after each of ``points`` equal chunks (evaluations not counted). ``window``: train
-    and score at this w only (default: w sampled from the model's windows per step, scored at 4)."""
+    and score at this w only (default: w sampled from the model's windows per step, scored at 4);
+    ``mae``: train with the encoder input MAE-masked (scored clean)."""
     rng = np.random.default_rng(seed)
     windows = [generator.check_window(window)] if window else generator.windows
     score_window = window or 4
@@ -105,7 +111,7 @@ def train(generator, codec, sampler, dev: List[torch.Tensor], path: str, cpu_sec
         t0 = time.process_time()
         while used + time.process_time() - t0 < cpu_seconds * point / points:
             wav = sampler().unsqueeze(1)  # (B, 1, T)
-            resyn, vq_loss = reconstruct(generator, wav, int(rng.choice(windows)), path)
+            resyn, vq_loss = reconstruct(generator, wav, int(rng.choice(windows)), path, mae=mae)
             loss = 15.0 * codec.mel_loss(resyn, wav) + codec.stft_loss(resyn, wav) + vq_loss
             opt.zero_grad()
             loss.backward()
@@ -127,10 +133,14 @@ def main(argv=None) -> None:
                    help="override the generator's attention_bias (codec/transformer.py)")
     p.add_argument("--query_shortcut", action="store_true",
                    help="turn on the generator's query_shortcut (codec/query.py: each query's own frames reach it without attention)")
+    p.add_argument("--mae", action="store_true",
+                   help="train with the encoder input MAE-masked (generator mae_mask_ratio; path vq only), as stage 1 does")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--dev_clips", type=int, default=8, help="English speech clips of dev/ scored")
     p.add_argument("--output", type=Path, default=None, help="also write the curve here (JSON)")
     args = p.parse_args(argv)
+    if args.mae and args.path != "vq":
+        p.error(f"--mae masks the encoder input of the whole generator: use it with --path vq, not {args.path}")
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     from espnet2_almtok.bin import compare as C
@@ -151,13 +161,13 @@ def main(argv=None) -> None:
     for name, v in scale.items():
         print(f"original, {name}: dev mel {v:.3f}", flush=True)
     curve = train(cut.codec.generator, cut.codec, C.CropSampler(train_clips, 4, 0.5, 0), dev, args.path,
-                  args.cpu_minutes * 60, args.lr, window=args.window)
+                  args.cpu_minutes * 60, args.lr, window=args.window, mae=args.mae)
     for c in curve:
         print(f"{args.path}: step {c['steps']}, {c['cpu_s']:.0f} CPU-s, dev mel {c['dev_mel']:.3f}", flush=True)
     if args.output:
         atomic_write_text(args.output, json.dumps({"path": args.path, "window": args.window,
                                                    "attention_bias": args.attention_bias,
-                                                   "query_shortcut": args.query_shortcut, "lr": args.lr, "degradations": scale,
+                                                   "query_shortcut": args.query_shortcut, "mae": args.mae, "lr": args.lr, "degradations": scale,
                                                    "curve": curve}, indent=2))
 
 

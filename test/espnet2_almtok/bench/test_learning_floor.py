@@ -53,7 +53,7 @@ def test_a_fixed_window_trains_and_scores_at_that_window_only(codec, monkeypatch
 
     seen = []
     real = learning_floor.reconstruct
-    monkeypatch.setattr(learning_floor, "reconstruct", lambda g, wav, w, path: seen.append(w) or real(g, wav, w, path))
+    monkeypatch.setattr(learning_floor, "reconstruct", lambda g, wav, w, path, **kw: seen.append(w) or real(g, wav, w, path, **kw))
     clip = speechlike(0.5)
     learning_floor.train(codec.generator, codec, lambda: clip.view(1, -1).repeat(2, 1), [clip], "transformer",
                          cpu_seconds=1.0, lr=1e-3, points=1, window=2)
@@ -61,3 +61,17 @@ def test_a_fixed_window_trains_and_scores_at_that_window_only(codec, monkeypatch
     with pytest.raises(ValueError, match="w=11 was not trained"):
         learning_floor.train(codec.generator, codec, lambda: clip.view(1, -1), [clip], "transformer",
                              cpu_seconds=1.0, lr=1e-3, points=1, window=11)
+
+
+def test_mae_training_masks_the_encoder_input_of_the_whole_generator_only(codec):
+    from espnet2_almtok.bench.learning_floor import main, reconstruct
+
+    wav = torch.randn(1, 1, 7000) * 0.1
+    torch.manual_seed(1)
+    clean, _ = reconstruct(codec.generator, wav, 4, "vq")
+    masked, _ = reconstruct(codec.generator, wav, 4, "vq", mae=True)
+    assert masked.shape == wav.shape and not torch.allclose(clean, masked)
+    with pytest.raises(ValueError, match="path vq"):
+        reconstruct(codec.generator, wav, 4, "conv", mae=True)
+    with pytest.raises(SystemExit):  # refused before any data or priors are loaded
+        main(["--path", "frames", "--mae", "--data_dir", "/nonexistent"])
