@@ -194,16 +194,21 @@ class ALMTokenizerGenerator(nn.Module):
         seq = self.encoder(seq, padding_mask=pad_mask)
         return retrieve_queries(seq, window), retrieve_frames(seq, window)
 
-    def decode_latents(self, quantized: torch.Tensor, window: int,
-                       token_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Quantized queries ``(B, N, C)`` -> waveform ``(B, 1, N * w * hop_length)``;
-        ``token_lengths`` ``(B,)`` keeps padded tokens out of attention."""
+    def decode_frames(self, quantized: torch.Tensor, window: int,
+                      token_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Quantized queries ``(B, N, C)`` -> decoder frame outputs ``(B, N * w, C)`` (the mask
+        slots); ``token_lengths`` ``(B,)`` keeps padded tokens out of attention."""
         seq = expand_with_masks(quantized, self.decoder_mask_token, window, self.query_shortcut)
         pad_mask = None
         if token_lengths is not None:
             pad_mask = interleaved_padding_mask(token_lengths * window, quantized.shape[1], window)
-        frames = retrieve_mask_frames(self.decoder(seq, padding_mask=pad_mask), window)  # (B, T, C)
-        return self.depatchify(frames.transpose(1, 2))
+        return retrieve_mask_frames(self.decoder(seq, padding_mask=pad_mask), window)
+
+    def decode_latents(self, quantized: torch.Tensor, window: int,
+                       token_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Quantized queries ``(B, N, C)`` -> waveform ``(B, 1, N * w * hop_length)``;
+        ``token_lengths`` as in :meth:`decode_frames`."""
+        return self.depatchify(self.decode_frames(quantized, window, token_lengths).transpose(1, 2))
 
     # ----------------------------------------------------------------------------------------
     def forward(self, wav: torch.Tensor, window: int, use_mae: bool = False, use_ar: bool = False,

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from espnet2_almtok.codec.chunking import Chunk, ChunkingConfig, plan_chunks
-from espnet2_almtok.codec.query import expand_with_masks, retrieve_mask_frames
 
 
 class SampleSource(Protocol):
@@ -230,8 +229,7 @@ def decode_long(gen, codes: torch.Tensor, window: int, chunking: ChunkingConfig)
     for i in range(0, len(chunks), chunking.chunk_batch):
         group = chunks[i: i + chunking.chunk_batch]
         latents = gen.quantizer.decode(torch.stack([codes[:, c.start: c.stop] for c in group]))  # (b, K, C)
-        seq = expand_with_masks(latents, gen.decoder_mask_token, window, gen.query_shortcut)
-        frames = retrieve_mask_frames(gen.decoder(seq), window)  # (b, K*w, C)
+        frames = gen.decode_frames(latents, window)  # (b, K*w, C)
         for j, c in enumerate(group):
             k = i + j
             first, weights = chunk_weights(chunks, k, half, window, n_frames)
