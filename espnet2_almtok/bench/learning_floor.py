@@ -152,7 +152,7 @@ def main(argv=None) -> None:
         generator_overrides["attention_bias"] = args.attention_bias
     if args.query_shortcut:
         generator_overrides["query_shortcut"] = True
-    cut, train_clips = C.almtok_for_diagnosis(args.data_dir, args.work_dir, generator_overrides=generator_overrides or None)
+    cut, train_clips = C.almtok_for_diagnosis(args.data_dir, args.work_dir, generator_overrides=generator_overrides)
     dev = [c.wav for c in C.english_speech(C.load_dir(args.data_dir / "dev"))[: args.dev_clips]]
     if not dev:
         raise ValueError(f"{args.data_dir}/dev has no English speech clip (utt2category speech, utt2lang en)")

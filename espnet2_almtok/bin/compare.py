@@ -46,7 +46,7 @@ import os
 import platform
 import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -88,19 +88,16 @@ SYSTEMS = {
                                note="ablation: random learned codebooks"),
     "almtok_single_stage": System("almtok", priors=True, two_stage=False, settings=("w=4",),
                                   note="ablation: stage 1 only"),
-    "almtok_shortcut": System("almtok", priors=True, two_stage=True, settings=ALMTOK_SETTINGS,
-                              generator_overrides={"query_shortcut": True}, untrained_baseline=True,
-                              note="ours: + query_shortcut (codec/query.py)"),
-    "almtok_shortcut_no_priors": System("almtok", priors=False, two_stage=True, settings=("w=4",),
-                                        generator_overrides={"query_shortcut": True},
-                                        note="ablation of almtok_shortcut: random learned codebooks"),
-    "almtok_shortcut_no_mae": System("almtok", priors=True, two_stage=True, overrides={"use_mae_loss": False},
-                                     settings=("w=4",), generator_overrides={"query_shortcut": True},
-                                     note="ablation of almtok_shortcut: no MAE loss"),
     "soundstream": System("soundstream", untrained_baseline=True, note="ESPnet, 1 codebook"),
     "encodec": System("encodec", untrained_baseline=True, note="ESPnet, 1 codebook"),
     "dac": System("dac", untrained_baseline=True, note="ESPnet, 1 codebook"),
 }
+# almtok and two of its ablations again with generator_params.query_shortcut (ours: codec/query.py)
+for _base, _note in (("almtok", "ours: + query_shortcut (codec/query.py)"),
+                     ("almtok_no_priors", "ablation of almtok_shortcut: random learned codebooks"),
+                     ("almtok_no_mae", "ablation of almtok_shortcut: no MAE loss")):
+    SYSTEMS[_base.replace("almtok", "almtok_shortcut", 1)] = replace(
+        SYSTEMS[_base], generator_overrides={"query_shortcut": True}, note=_note)
 PROBE_SETTING = {"almtok": "w=4"}  # ALMTokenizer's probe setting; others: their lowest bitrate
 
 
