@@ -124,7 +124,9 @@ class ALMTokenizerGenerator(nn.Module):
         self.mae_mask_ratio = mae_mask_ratio
         self.pad_margin_frames = pad_margin_frames
         self.inference_only = inference_only
-        self.query_shortcut = bool(query_shortcut)
+        if not isinstance(query_shortcut, bool):
+            raise ValueError(f"query_shortcut must be true or false, got {query_shortcut!r}")
+        self.query_shortcut = query_shortcut
 
         self.patchify = Patchify(hidden_dim, patch_channels, patch_strides, norm=frame_norm)
         self.hop_length = self.patchify.hop_length

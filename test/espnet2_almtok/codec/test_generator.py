@@ -37,6 +37,12 @@ def test_training_forward_returns_all_losses_and_input_length():
     assert out["mae"] > 0 and out["ar"] > 0
 
 
+@pytest.mark.parametrize("value", ["false", 1, None])
+def test_query_shortcut_that_is_not_a_bool_is_refused(value):
+    with pytest.raises(ValueError, match="query_shortcut must be true or false"):
+        tiny_generator(query_shortcut=value)
+
+
 def test_untrained_window_is_rejected_with_the_supported_list():
     gen = tiny_generator(windows=[2, 4])
     with pytest.raises(ValueError, match=r"w=3 was not trained.*\[2, 4\]"):
