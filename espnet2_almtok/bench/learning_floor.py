@@ -10,11 +10,15 @@
     python -m espnet2_almtok.bench.learning_floor --path vq --attention_bias alibi --cpu_minutes 3
     python -m espnet2_almtok.bench.learning_floor --path vq --query_shortcut --cpu_minutes 3
     python -m espnet2_almtok.bench.learning_floor --path vq --query_shortcut --mae --cpu_minutes 6
+    python -m espnet2_almtok.bench.learning_floor --path vq --query_shortcut --mae --mae_loss \
+        --mae_pass separate --cpu_minutes 6
 
 Trains ``bin/compare``'s ``almtok`` generator (``conf/benchmark/almtok.yaml``; frozen MFCC priors
 from ``--work_dir``, extracted there if missing) with the reconstruction losses only (15 x
 multi-scale mel + multi-resolution STFT, plus the VQ terms on the ``vq`` path; no GAN, MAE or
-AR: the cheapest objective, about 4x the steps of a G+D step per CPU-second) along one path:
+AR: the cheapest objective, about 4x the steps of a G+D step per CPU-second) along one path
+(``--mae`` masks the encoder input as stage 1 does, ``--mae_loss`` adds the MAE loss,
+``--mae_pass separate`` moves both to a second encoder pass):
 
 - ``conv``: patchify -> de-patchify, nothing between (no Transformer, no bottleneck);
 - ``transformer``: + the query Transformer encoder and decoder, queries unquantized;
@@ -58,14 +62,14 @@ def degradations() -> Dict[str, Callable[[torch.Tensor], torch.Tensor]]:
 
 
 def reconstruct(generator, wav: torch.Tensor, window: int, path: str, mae: bool = False):
-    """``wav`` ``(B, 1, T)`` -> (resynthesis ``(B, 1, T)``, VQ loss terms) along ``path``; with
-    ``mae`` (``vq`` path only) the encoder input has the MAE share of its frames masked, as in
-    stage 1 of the recipe."""
+    """``wav`` ``(B, 1, T)`` -> (resynthesis ``(B, 1, T)``, VQ loss terms, MAE loss) along ``path``;
+    with ``mae`` (``vq`` path only) the encoder input has the MAE share of its frames masked, as
+    in stage 1 of the recipe (in the pass that the generator's ``mae_pass`` says)."""
     if mae and path != "vq":
         raise ValueError(f"MAE masking needs the whole generator (path vq), not {path!r}")
     if path == "vq":
         out = generator(wav, window, use_mae=mae)
-        return out["resyn"], out["commit"] + out["codebook"]
+        return out["resyn"], out["commit"] + out["codebook"], out["mae"]
     x = generator.pad_to_window(wav, window)
     frames = generator.patchify_frames(x, x.shape[-1] // generator.hop_length)  # (B, T', C)
     if path == "conv":
@@ -79,7 +83,7 @@ def reconstruct(generator, wav: torch.Tensor, window: int, path: str, mae: bool 
     else:
         queries, _ = generator.encode_frames(frames, window)
         resyn = generator.decode_latents(queries, window)
-    return resyn[..., : wav.shape[-1]], wav.new_zeros(())
+    return resyn[..., : wav.shape[-1]], wav.new_zeros(()), wav.new_zeros(())
 
 
 def mel_distance(generator, clips: List[torch.Tensor], path: str, window: int = 4) -> float:
@@ -95,11 +99,13 @@ def mel_distance(generator, clips: List[torch.Tensor], path: str, window: int = 
 
 
 def train(generator, codec, sampler, dev: List[torch.Tensor], path: str, cpu_seconds: float, lr: float,
-          points: int = 4, seed: int = 0, window: Optional[int] = None, mae: bool = False) -> List[Dict[str, float]]:
+          points: int = 4, seed: int = 0, window: Optional[int] = None, mae: bool = False,
+          mae_loss: bool = False) -> List[Dict[str, float]]:
     """Reconstruction-only training for ``cpu_seconds`` of CPU time; the dev mel distance at the
     start and after each of ``points`` equal chunks (evaluations not counted). ``window``: train
     and score at this w only (default: w sampled from the model's windows per step, scored at 4);
-    ``mae``: train with the encoder input MAE-masked (scored clean)."""
+    ``mae``: train with the encoder input MAE-masked (scored clean); ``mae_loss``: add the MAE
+    loss (weight 1, the recipe's ``lambda_mae``)."""
     rng = np.random.default_rng(seed)
     windows = [generator.check_window(window)] if window else generator.windows
     score_window = window or 4
@@ -111,8 +117,10 @@ def train(generator, codec, sampler, dev: List[torch.Tensor], path: str, cpu_sec
         t0 = time.process_time()
         while used + time.process_time() - t0 < cpu_seconds * point / points:
             wav = sampler().unsqueeze(1)  # (B, 1, T)
-            resyn, vq_loss = reconstruct(generator, wav, int(rng.choice(windows)), path, mae=mae)
+            resyn, vq_loss, mae_term = reconstruct(generator, wav, int(rng.choice(windows)), path, mae=mae)
             loss = 15.0 * codec.mel_loss(resyn, wav) + codec.stft_loss(resyn, wav) + vq_loss
+            if mae_loss:
+                loss = loss + mae_term
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -135,12 +143,20 @@ def main(argv=None) -> None:
                    help="turn on the generator's query_shortcut (codec/query.py: each query's own frames reach it without attention)")
     p.add_argument("--mae", action="store_true",
                    help="train with the encoder input MAE-masked (generator mae_mask_ratio; path vq only), as stage 1 does")
+    p.add_argument("--mae_loss", action="store_true", help="with --mae: also train on the MAE loss (weight 1)")
+    p.add_argument("--mae_pass", choices=("shared", "separate"), default="shared",
+                   help="with --mae: the generator's mae_pass (shared: the masked pass is also decoded; "
+                        "separate: a second, masked encoder pass feeds only the MAE loss)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--dev_clips", type=int, default=8, help="English speech clips of dev/ scored")
     p.add_argument("--output", type=Path, default=None, help="also write the curve here (JSON)")
     args = p.parse_args(argv)
     if args.mae and args.path != "vq":
         p.error(f"--mae masks the encoder input of the whole generator: use it with --path vq, not {args.path}")
+    if (args.mae_loss or args.mae_pass != "shared") and not args.mae:
+        p.error("--mae_loss and --mae_pass need --mae (the MAE masking they refer to)")
+    if args.mae_pass == "separate" and not args.mae_loss:
+        p.error("--mae_pass separate without --mae_loss trains nothing on the masked pass: add --mae_loss")
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     from espnet2_almtok.bin import compare as C
@@ -152,6 +168,8 @@ def main(argv=None) -> None:
         generator_overrides["attention_bias"] = args.attention_bias
     if args.query_shortcut:
         generator_overrides["query_shortcut"] = True
+    if args.mae_pass != "shared":
+        generator_overrides["mae_pass"] = args.mae_pass
     cut, train_clips = C.almtok_for_diagnosis(args.data_dir, args.work_dir, generator_overrides=generator_overrides)
     dev = [c.wav for c in C.english_speech(C.load_dir(args.data_dir / "dev"))[: args.dev_clips]]
     if not dev:
@@ -161,13 +179,15 @@ def main(argv=None) -> None:
     for name, v in scale.items():
         print(f"original, {name}: dev mel {v:.3f}", flush=True)
     curve = train(cut.codec.generator, cut.codec, C.CropSampler(train_clips, 4, 0.5, 0), dev, args.path,
-                  args.cpu_minutes * 60, args.lr, window=args.window, mae=args.mae)
+                  args.cpu_minutes * 60, args.lr, window=args.window, mae=args.mae,
+                  mae_loss=args.mae_loss)
     for c in curve:
         print(f"{args.path}: step {c['steps']}, {c['cpu_s']:.0f} CPU-s, dev mel {c['dev_mel']:.3f}", flush=True)
     if args.output:
         atomic_write_text(args.output, json.dumps({"path": args.path, "window": args.window,
                                                    "attention_bias": args.attention_bias,
-                                                   "query_shortcut": args.query_shortcut, "mae": args.mae, "lr": args.lr, "degradations": scale,
+                                                   "query_shortcut": args.query_shortcut, "mae": args.mae,
+                                                   "mae_loss": args.mae_loss, "mae_pass": args.mae_pass, "lr": args.lr, "degradations": scale,
                                                    "curve": curve}, indent=2))
 
 

@@ -16,6 +16,9 @@ Systems (``conf/benchmark/*.yaml``, generators of comparable size, 16 kHz):
 - ``almtok_shortcut``: ``almtok`` with ``generator_params.query_shortcut`` (ours, not the
   paper's: each query's own frames reach it, and it reaches its mask slots, without attention),
   and two ablations of it: ``almtok_shortcut_no_priors``, ``almtok_shortcut_no_mae``;
+- ``almtok_shortcut_mae_separate``: ``almtok_shortcut`` with ``generator_params.mae_pass:
+  separate`` (ours: tokens and resynthesis from the clean encoder pass, the MAE loss from a
+  second, masked one);
 - ESPnet's ``soundstream``, ``encodec`` and ``dac`` at their lowest bitrate (one codebook).
 
 Every system gets the same budget of *CPU time* (``--budget_minutes`` x the torch threads,
@@ -98,6 +101,9 @@ for _base, _note in (("almtok", "ours: + query_shortcut (codec/query.py)"),
                      ("almtok_no_mae", "ablation of almtok_shortcut: no MAE loss")):
     SYSTEMS[_base.replace("almtok", "almtok_shortcut", 1)] = replace(
         SYSTEMS[_base], generator_overrides={"query_shortcut": True}, note=_note)
+SYSTEMS["almtok_shortcut_mae_separate"] = replace(
+    SYSTEMS["almtok_shortcut"], generator_overrides={"query_shortcut": True, "mae_pass": "separate"},
+    note="ours: almtok_shortcut with the MAE loss on a second, masked encoder pass (mae_pass: separate)")
 PROBE_SETTING = {"almtok": "w=4"}  # ALMTokenizer's probe setting; others: their lowest bitrate
 
 

@@ -28,6 +28,7 @@ from espnet2_almtok.codec.streaming import (decode_long, downsampling_margin_fra
 from espnet2_almtok.codec.transformer import TransformerStack
 
 # Parameters and buffers that only training uses (the MAE and AR objectives).
+MAE_PASSES = ("shared", "separate")
 TRAINING_ONLY_PREFIXES = ("mae_mask_token", "mae_target.", "mae_head.", "ar_head.")
 
 
@@ -77,6 +78,12 @@ class ALMTokenizerGenerator(nn.Module):
             the codes collapse onto one entry early in training).
         mae_mask_ratio: fraction of encoder-input frames masked for the MAE loss in training.
         mae_layers / n_mels: MAE head depth and its log-mel target width.
+        mae_pass: where the MAE masking happens. ``"shared"`` (the paper's layout, default):
+            the one encoder pass sees the masked input, and its queries are also the ones that
+            are quantized and decoded. ``"separate"`` (ours): the tokens and the resynthesis
+            come from a clean pass, the MAE loss from a second, masked pass of the same encoder
+            (twice the encoder's cost in training): the decoder learns from the clean encodings
+            it gets at inference, and the encoder still learns to fill masked frames.
         ar_dim / ar_layers: the AR head's causal Transformer.
         pad_margin_frames: zero frames appended when encoding, so the conv front end sees the
             same context for a clip whether it is encoded alone or padded in a batch.
@@ -107,6 +114,7 @@ class ALMTokenizerGenerator(nn.Module):
         codebook_input_norm: bool = True,
         mae_mask_ratio: float = 0.4,
         mae_layers: int = 1,
+        mae_pass: str = "shared",
         n_mels: int = 80,
         ar_dim: int = 256,
         ar_layers: int = 2,
@@ -127,6 +135,9 @@ class ALMTokenizerGenerator(nn.Module):
         if not isinstance(query_shortcut, bool):
             raise ValueError(f"query_shortcut must be true or false, got {query_shortcut!r}")
         self.query_shortcut = query_shortcut
+        if mae_pass not in MAE_PASSES:
+            raise ValueError(f"mae_pass must be one of {MAE_PASSES}, got {mae_pass!r}")
+        self.mae_pass = mae_pass
 
         self.patchify = Patchify(hidden_dim, patch_channels, patch_strides, norm=frame_norm)
         self.hop_length = self.patchify.hop_length
@@ -224,8 +235,10 @@ class ALMTokenizerGenerator(nn.Module):
         batch -- is never attended, masked for the MAE loss or counted by any loss; the
         resynthesis is zero past each clip's end. With ``use_mae`` the encoder input has
         ``mae_mask_ratio`` of its real frames replaced by the mask embedding, drawn with
-        ``mae_generator`` (or given as ``mae_mask`` ``(B, T)``, True = masked); without it the
-        pass is the clean one that inference runs.
+        ``mae_generator`` (or given as ``mae_mask`` ``(B, T)``, True = masked): with
+        ``mae_pass="shared"`` that masked pass is also the one quantized and decoded, with
+        ``"separate"`` it only feeds the MAE loss. Without ``use_mae`` the pass is the clean one
+        that inference runs.
         """
         if self.inference_only:
             raise RuntimeError("this generator was built with inference_only=True (no MAE/AR heads) and "
@@ -244,9 +257,14 @@ class ALMTokenizerGenerator(nn.Module):
             frame_mask = mae_mask if mae_mask is not None else random_frame_mask(
                 b, n_frames, self.mae_mask_ratio, wav.device, mae_generator, lengths=frame_len)
         frames = self.patchify_frames(wav, n_frames)  # (B, T, C)
+        masked = None
         if frame_mask is not None:
-            frames = torch.where(frame_mask.unsqueeze(-1), self.mae_mask_token.to(frames.dtype), frames)
-        queries, enc_frames = self.encode_frames(frames, window, token_len * window)
+            masked = torch.where(frame_mask.unsqueeze(-1), self.mae_mask_token.to(frames.dtype), frames)
+        separate = masked is not None and self.mae_pass == "separate"
+        queries, enc_frames = self.encode_frames(frames if masked is None or separate else masked,
+                                                 window, token_len * window)
+        if separate:  # the MAE loss reads a second, masked pass; the tokens come from the clean one
+            enc_frames = self.encode_frames(masked, window, token_len * window)[1]
         quantized, codes, latents, commit, cb_loss = self.quantizer(queries, mask=token_mask)
         resyn = self.decode_latents(quantized, window, token_len)[..., :length]
         sample_mask = torch.arange(length, device=wav.device) < lengths.unsqueeze(1)

@@ -21,8 +21,8 @@ def test_each_path_returns_the_input_length(codec, path):
     from espnet2_almtok.bench.learning_floor import reconstruct
 
     wav = torch.randn(2, 1, 7000) * 0.1
-    resyn, vq_loss = reconstruct(codec.generator, wav, 4, path)
-    assert resyn.shape == wav.shape and vq_loss.dim() == 0
+    resyn, vq_loss, mae = reconstruct(codec.generator, wav, 4, path)
+    assert resyn.shape == wav.shape and vq_loss.dim() == 0 and mae.item() == 0.0
     assert (vq_loss > 0) == (path == "vq")  # only the quantizer adds its terms
 
 
@@ -68,10 +68,39 @@ def test_mae_training_masks_the_encoder_input_of_the_whole_generator_only(codec)
 
     wav = torch.randn(1, 1, 7000) * 0.1
     torch.manual_seed(1)
-    clean, _ = reconstruct(codec.generator, wav, 4, "vq")
-    masked, _ = reconstruct(codec.generator, wav, 4, "vq", mae=True)
+    clean, _, no_mae = reconstruct(codec.generator, wav, 4, "vq")
+    masked, _, mae = reconstruct(codec.generator, wav, 4, "vq", mae=True)
     assert masked.shape == wav.shape and not torch.allclose(clean, masked)
+    assert no_mae.item() == 0.0 and mae > 0
     with pytest.raises(ValueError, match="path vq"):
         reconstruct(codec.generator, wav, 4, "conv", mae=True)
     with pytest.raises(SystemExit):  # refused before any data or priors are loaded
         main(["--path", "frames", "--mae", "--data_dir", "/nonexistent"])
+
+
+def test_mae_loss_trains_the_encoder_on_the_masked_pass_and_separate_pass_decodes_clean(codec, monkeypatch):
+    from espnet2_almtok.bench import learning_floor
+
+    clip = speechlike(0.5)
+    before = codec.generator.mae_mask_token.detach().clone()
+    learning_floor.train(codec.generator, codec, lambda: clip.view(1, -1).repeat(2, 1), [clip], "vq",
+                         cpu_seconds=1.0, lr=1e-3, points=1, mae=True, mae_loss=True)
+    assert not torch.equal(codec.generator.mae_mask_token, before)  # the MAE loss reached the mask token
+    codec.generator.mae_pass = "separate"
+    wav = clip.view(1, 1, -1)
+    torch.manual_seed(2)
+    assert torch.allclose(learning_floor.reconstruct(codec.generator.eval(), wav, 4, "vq", mae=True)[0],
+                          learning_floor.reconstruct(codec.generator, wav, 4, "vq")[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mae_loss"], "need --mae"),
+    (["--mae_pass", "separate"], "need --mae"),
+    (["--mae", "--mae_pass", "separate"], "add --mae_loss"),
+])
+def test_mae_options_that_train_nothing_are_refused(args, message, capsys):
+    from espnet2_almtok.bench.learning_floor import main
+
+    with pytest.raises(SystemExit):  # refused before any data or priors are loaded
+        main(["--data_dir", "/nonexistent"] + args)
+    assert message in capsys.readouterr().err

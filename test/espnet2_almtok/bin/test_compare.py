@@ -136,3 +136,26 @@ def test_quality_plot_names_each_judge_on_its_axis(tmp_path, monkeypatch):
     quality = dict(figs)["quality_vs_bitrate.png"]
     assert [ax.get_ylabel() for ax in quality.axes] == ["pocketsphinx WER % (lower is better)", "DNSMOS overall",
                                                        "PESQ-wb", "STOI"]
+
+
+def test_every_almtok_system_builds_with_its_overrides():
+    """Each ALMTokenizer system's overrides are real codec/generator options that take effect."""
+    import yaml
+
+    from espnet2_almtok.bin.compare import ROOT, SYSTEMS
+    from espnet2_almtok.codec.almtok import ALMTokenizerCodec
+
+    base = yaml.safe_load((ROOT / "conf" / "benchmark" / "almtok.yaml").read_text())["codec_conf"]
+    systems = {n: s for n, s in SYSTEMS.items() if s.config == "almtok"}
+    assert {"almtok_shortcut", "almtok_shortcut_mae_separate"} <= set(systems)
+    assert systems["almtok_shortcut_mae_separate"].generator_overrides == {"query_shortcut": True,
+                                                                         "mae_pass": "separate"}
+    for name, system in systems.items():
+        cc = {**base, **system.overrides}
+        gp = {**base["generator_params"], **system.generator_overrides, "codebook_init": None,
+              "hidden_dim": 32, "encoder_layers": 1, "decoder_layers": 1, "codebook_dim": 16}
+        codec = ALMTokenizerCodec(**{**cc, "generator_params": gp})
+        for key, value in system.generator_overrides.items():
+            assert getattr(codec.generator, key) == value, (name, key)
+        for key, value in system.overrides.items():
+            assert getattr(codec, key) == value, (name, key)

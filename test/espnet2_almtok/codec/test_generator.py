@@ -37,6 +37,32 @@ def test_training_forward_returns_all_losses_and_input_length():
     assert out["mae"] > 0 and out["ar"] > 0
 
 
+def test_separate_mae_pass_decodes_the_clean_encoding_and_trains_the_encoder_on_the_masked_one():
+    torch.manual_seed(0)
+    wav = torch.randn(2, 1, 6400) * 0.1  # 20 frames
+    mask = torch.zeros(2, 20, dtype=torch.bool)
+    mask[:, 3:11] = True
+    shared, separate = tiny_generator(), tiny_generator(mae_pass="separate")
+    separate.load_state_dict(shared.state_dict())
+    clean = shared(wav, 4)
+    out_sep = separate(wav, 4, use_mae=True, mae_mask=mask)
+    out_shared = shared(wav, 4, use_mae=True, mae_mask=mask)
+    # separate: tokens and resynthesis are those of the clean pass; shared: of the masked one
+    assert torch.equal(out_sep["codes"], clean["codes"])
+    assert torch.allclose(out_sep["resyn"], clean["resyn"], atol=1e-6)
+    assert not torch.allclose(out_shared["resyn"], clean["resyn"], atol=1e-4)
+    assert torch.allclose(out_sep["mae"], out_shared["mae"])  # the same masked pass feeds MAE
+    separate.zero_grad()
+    out_sep["mae"].backward()
+    assert separate.mae_mask_token.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in separate.encoder.parameters())
+
+
+def test_unknown_mae_pass_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match=r"mae_pass must be one of \('shared', 'separate'\)"):
+        tiny_generator(mae_pass="twice")
+
+
 @pytest.mark.parametrize("value", ["false", 1, None])
 def test_query_shortcut_that_is_not_a_bool_is_refused(value):
     with pytest.raises(ValueError, match="query_shortcut must be true or false"):
