@@ -18,7 +18,8 @@ Systems (``conf/benchmark/*.yaml``, generators of comparable size, 16 kHz):
   and two ablations of it: ``almtok_shortcut_no_priors``, ``almtok_shortcut_no_mae``;
 - ``almtok_shortcut_mae_separate``: ``almtok_shortcut`` with ``generator_params.mae_pass:
   separate`` (ours: tokens and resynthesis from the clean encoder pass, the MAE loss from a
-  second, masked one), and ``almtok_mae_separate``, the same without the shortcut;
+  second, masked one), its ablation ``almtok_shortcut_mae_separate_no_priors``, and
+  ``almtok_mae_separate``, the same without the shortcut;
 - ESPnet's ``soundstream``, ``encodec`` and ``dac`` at their lowest bitrate (one codebook).
 
 Every system gets the same budget of *CPU time* (``--budget_minutes`` x the torch threads,
@@ -104,6 +105,9 @@ for _base, _note in (("almtok", "ours: + query_shortcut (codec/query.py)"),
 SYSTEMS["almtok_shortcut_mae_separate"] = replace(
     SYSTEMS["almtok_shortcut"], generator_overrides={"query_shortcut": True, "mae_pass": "separate"},
     note="ours: almtok_shortcut with the MAE loss on a second, masked encoder pass (mae_pass: separate)")
+SYSTEMS["almtok_shortcut_mae_separate_no_priors"] = replace(
+    SYSTEMS["almtok_shortcut_no_priors"], generator_overrides={"query_shortcut": True, "mae_pass": "separate"},
+    note="ablation of almtok_shortcut_mae_separate: random learned codebooks")
 SYSTEMS["almtok_mae_separate"] = replace(
     SYSTEMS["almtok"], untrained_baseline=False, generator_overrides={"mae_pass": "separate"},
     note="ours: almtok (the paper's layout) with the MAE loss on a second, masked encoder pass")

@@ -149,6 +149,7 @@ def test_every_almtok_system_builds_with_its_overrides():
     systems = {n: s for n, s in SYSTEMS.items() if s.config == "almtok"}
     assert {"almtok_shortcut", "almtok_shortcut_mae_separate", "almtok_mae_separate"} <= set(systems)
     assert systems["almtok_mae_separate"].generator_overrides == {"mae_pass": "separate"}
+    assert not systems["almtok_shortcut_mae_separate_no_priors"].priors
     assert systems["almtok_shortcut_mae_separate"].generator_overrides == {"query_shortcut": True,
                                                                          "mae_pass": "separate"}
     for name, system in systems.items():
