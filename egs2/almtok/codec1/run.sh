@@ -272,9 +272,19 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ] && [ "${skip_train}" = false ] 
   log "Stage 6: codec training, stage 2 (reconstruction fine-tune: ${stage2_codec_conf}; frozen: ${stage2_freeze_param})"
   conf_args=(); for kv in ${stage2_codec_conf}; do conf_args+=(--codec_conf "${kv}"); done
   priors=$(prior_list)
-  # shellcheck disable=SC2086
-  train_codec "${exp2}" --codec_conf "generator_params.codebook_init=${priors}" $(prior_dim_args) "${conf_args[@]}" \
-    --init_param "$(best_model "${exp1}" any)" --freeze_param ${stage2_freeze_param} ${stage2_args}
+  init=$(best_model "${exp1}" any)
+  # shellcheck disable=SC2206
+  stage2_train_args=(--codec_conf "generator_params.codebook_init=${priors}" $(prior_dim_args) "${conf_args[@]}"
+                     --init_param "${init}" --freeze_param ${stage2_freeze_param} ${stage2_args})
+  if [ ! -f "${exp2}/.done" ] && [ -f "${exp1}/config.yaml" ]; then   # same generator as stage 1's weights?
+    resolved=$(mktemp "${expdir}/.stage2_config.XXXXXX.yaml")
+    python -m espnet2_almtok.bin.codec_train --config "${train_config}" "${stage2_train_args[@]}" \
+      --output_dir "${exp2}" --print_config > "${resolved}" 2> "${resolved%.yaml}.log" \
+      || { echo "stage 2's options do not parse; see ${resolved%.yaml}.log" >&2; exit 1; }
+    python -m espnet2_almtok.recipe.check_stage2 "${exp1}/config.yaml" "${resolved}"
+    rm -f "${resolved}" "${resolved%.yaml}.log"
+  fi
+  train_codec "${exp2}" "${stage2_train_args[@]}"
 fi
 
 final_exp=${exp2}

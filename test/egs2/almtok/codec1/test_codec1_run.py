@@ -66,6 +66,20 @@ def test_demo_recipe_end_to_end(demo_codec_recipe):
     assert bad.returncode != 0 and "decode.1.log" in bad.stderr
 
 
+def test_stage2_with_another_generator_than_stage1_is_refused_before_training(demo_codec_recipe):
+    import shutil
+
+    recipe = demo_codec_recipe
+    other = recipe / "exp_other_stage2"  # stage 1 and the priors of the demo run; no stage 2 yet
+    for d in ("codec_train_almtok_debug_stage1", "semantic_prior"):
+        shutil.copytree(recipe / "exp" / d, other / d)
+    bad = run_recipe(recipe, "--stage", "6", "--stop_stage", "6", "--expdir", other.name,
+                     "--stage2_args", "--codec_conf generator_params.query_shortcut=true", check=False)
+    assert bad.returncode != 0
+    assert "stage 2's generator is not stage 1's" in bad.stderr and "query_shortcut: False -> True" in bad.stderr
+    assert not (other / "codec_train_almtok_debug_stage2" / "train.log").exists()  # nothing trained
+
+
 @pytest.mark.slow
 def test_demo_recipe_benchmark_stage(demo_codec_recipe):
     """Stage 10: the benchmark on the recipe's own data (smoke settings)."""
