@@ -45,6 +45,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from espnet2_almtok.codec.generator import MAE_PASSES
 from espnet2_almtok.codec.transformer import ATTENTION_BIASES
 
 PATHS = ("conv", "transformer", "vq", "frames", "pooled")
@@ -144,7 +145,7 @@ def main(argv=None) -> None:
     p.add_argument("--mae", action="store_true",
                    help="train with the encoder input MAE-masked (generator mae_mask_ratio; path vq only), as stage 1 does")
     p.add_argument("--mae_loss", action="store_true", help="with --mae: also train on the MAE loss (weight 1)")
-    p.add_argument("--mae_pass", choices=("shared", "separate"), default="shared",
+    p.add_argument("--mae_pass", choices=MAE_PASSES, default="shared",
                    help="with --mae: the generator's mae_pass (shared: the masked pass is also decoded; "
                         "separate: a second, masked encoder pass feeds only the MAE loss)")
     p.add_argument("--lr", type=float, default=5e-4)

@@ -260,10 +260,9 @@ class ALMTokenizerGenerator(nn.Module):
         masked = None
         if frame_mask is not None:
             masked = torch.where(frame_mask.unsqueeze(-1), self.mae_mask_token.to(frames.dtype), frames)
-        separate = masked is not None and self.mae_pass == "separate"
-        queries, enc_frames = self.encode_frames(frames if masked is None or separate else masked,
-                                                 window, token_len * window)
-        if separate:  # the MAE loss reads a second, masked pass; the tokens come from the clean one
+        decoded = masked if masked is not None and self.mae_pass == "shared" else frames
+        queries, enc_frames = self.encode_frames(decoded, window, token_len * window)
+        if masked is not None and self.mae_pass == "separate":  # MAE reads a second, masked pass
             enc_frames = self.encode_frames(masked, window, token_len * window)[1]
         quantized, codes, latents, commit, cb_loss = self.quantizer(queries, mask=token_mask)
         resyn = self.decode_latents(quantized, window, token_len)[..., :length]

@@ -78,7 +78,7 @@ def test_mae_training_masks_the_encoder_input_of_the_whole_generator_only(codec)
         main(["--path", "frames", "--mae", "--data_dir", "/nonexistent"])
 
 
-def test_mae_loss_trains_the_encoder_on_the_masked_pass_and_separate_pass_decodes_clean(codec, monkeypatch):
+def test_mae_loss_trains_the_encoder_on_the_masked_pass_and_separate_pass_decodes_clean(codec):
     from espnet2_almtok.bench import learning_floor
 
     clip = speechlike(0.5)
