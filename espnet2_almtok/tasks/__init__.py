@@ -62,6 +62,28 @@ class WeightsOnlyModelFiles:
         return super().build_model_from_file(config_file, model_file, device)
 
 
+class DistributedTeardown:
+    """Mixin for our ESPnet task classes: after a successful ``main_worker`` (one rank's training)
+    in a DDP run, the ranks meet at a barrier and the process group is destroyed before the
+    process exits.
+
+    ESPnet's trainer never destroys it, and rank 0 still averages and saves models after the last
+    epoch while the other ranks leave at once: a rank whose interpreter then exits with the gloo
+    process group alive can die in its destructor ("terminate called without an active
+    exception", SIGABRT), and srun then kills the whole step although the training finished.
+    On an exception no barrier is entered (the other ranks may never reach it): the error
+    propagates as before."""
+
+    @classmethod
+    def main_worker(cls, args):
+        super().main_worker(args)
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
 def _check_init_param_weights_only() -> None:
     """Wrap ESPnet's ``load_pretrained_model`` as the trainer calls it (``--init_param
     path[:src:dst:exclude]``) with the same ``weights_only=True`` check of ``path``."""

@@ -30,7 +30,7 @@ from espnet2.tasks.gan_codec import GANCodecTask
 from espnet2.train.class_choices import ClassChoices
 
 from espnet2_almtok.codec.almtok import ALMTokenizerCodec
-from espnet2_almtok.tasks import WeightsOnlyModelFiles
+from espnet2_almtok.tasks import DistributedTeardown, WeightsOnlyModelFiles
 
 codec_choices = ClassChoices(
     "codec",
@@ -83,7 +83,7 @@ class RandomCrop:
         return data
 
 
-class ALMTokCodecTask(WeightsOnlyModelFiles, GANCodecTask):
+class ALMTokCodecTask(WeightsOnlyModelFiles, DistributedTeardown, GANCodecTask):
     """GAN codec task whose ``--codec`` choices include ``almtok``."""
 
     class_choices_list = [codec_choices]

@@ -33,7 +33,7 @@ from espnet2_almtok.fileio import unflatten_codes
 from espnet2_almtok.lm.layout import CONTEXT_POLICIES, LAYOUTS, CodecLayout, SequenceBuilder
 from espnet2_almtok.lm.model import ALMTokLM, build_lm, lm_max_len
 from espnet2_almtok.lm.vocab import PAD, TextTokenizer, Vocabulary
-from espnet2_almtok.tasks import WeightsOnlyModelFiles
+from espnet2_almtok.tasks import DistributedTeardown, WeightsOnlyModelFiles
 
 lm_choices = ClassChoices(
     "lm",
@@ -66,7 +66,7 @@ class LMPreprocessor(AbsPreprocessor):
         return dict(dec_seq=ex.seq.astype(np.int64), prefix_len=np.array([ex.prefix_len], dtype=np.int64))
 
 
-class ALMTokLMTask(WeightsOnlyModelFiles, AbsTask):
+class ALMTokLMTask(WeightsOnlyModelFiles, DistributedTeardown, AbsTask):
     num_optimizers: int = 1
     class_choices_list = [lm_choices]
     trainer = Trainer
