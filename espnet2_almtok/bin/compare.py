@@ -108,6 +108,10 @@ SYSTEMS["almtok_shortcut_mae_separate"] = replace(
 SYSTEMS["almtok_shortcut_mae_separate_no_priors"] = replace(
     SYSTEMS["almtok_shortcut_no_priors"], generator_overrides={"query_shortcut": True, "mae_pass": "separate"},
     note="ablation of almtok_shortcut_mae_separate: random learned codebooks")
+for _base, _what in (("almtok_no_ar", "no AR loss"), ("almtok_single_stage", "stage 1 only")):
+    SYSTEMS[_base.replace("almtok", "almtok_shortcut_mae_separate", 1)] = replace(
+        SYSTEMS[_base], generator_overrides={"query_shortcut": True, "mae_pass": "separate"},
+        note=f"ablation of almtok_shortcut_mae_separate: {_what}")
 SYSTEMS["almtok_mae_separate"] = replace(
     SYSTEMS["almtok"], untrained_baseline=False, generator_overrides={"mae_pass": "separate"},
     note="ours: almtok (the paper's layout) with the MAE loss on a second, masked encoder pass")

@@ -140,6 +140,8 @@ def test_quality_plot_names_each_judge_on_its_axis(tmp_path, monkeypatch):
 
 def test_every_almtok_system_builds_with_its_overrides():
     """Each ALMTokenizer system's overrides are real codec/generator options that take effect."""
+    from dataclasses import replace
+
     import yaml
 
     from espnet2_almtok.bin.compare import ROOT, SYSTEMS
@@ -152,6 +154,11 @@ def test_every_almtok_system_builds_with_its_overrides():
     assert not systems["almtok_shortcut_mae_separate_no_priors"].priors
     assert systems["almtok_shortcut_mae_separate"].generator_overrides == {"query_shortcut": True,
                                                                          "mae_pass": "separate"}
+    # the working system's ablations differ from it in the ablated part only (scored at w=4 alone)
+    working = replace(systems["almtok_shortcut_mae_separate"], settings=("w=4",), untrained_baseline=False, note="")
+    assert replace(working, overrides={"use_ar_loss": False}) == \
+        replace(systems["almtok_shortcut_mae_separate_no_ar"], note="")
+    assert replace(working, two_stage=False) == replace(systems["almtok_shortcut_mae_separate_single_stage"], note="")
     for name, system in systems.items():
         cc = {**base, **system.overrides}
         gp = {**base["generator_params"], **system.generator_overrides, "codebook_init": None,
