@@ -509,7 +509,7 @@ def markdown(results: Dict) -> str:
 
 def _save_fig(fig, path: Path) -> None:
     tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
     os.replace(tmp, path)
 
 
@@ -525,7 +525,7 @@ def plot(results: Dict, out_dir: Path) -> None:
     for ax, (m, label) in zip(axes.flat, metrics):
         for name, r in results["systems"].items():
             pts = sorted((s["bitrate"], s[m]) for s in r["settings"].values())
-            style = "o-" if name in ("almtok", "soundstream", "encodec", "dac") else "x"
+            style = "o-" if name in ("almtok", "soundstream", "encodec", "dac") else "x--" if len(pts) > 1 else "x"
             line, = ax.plot(*zip(*pts), style, label=name)
             for setting, u in r.get("untrained", {}).items():  # the same codec before training
                 ax.plot([r["settings"][setting]["bitrate"]], [u[m]], "v", mfc="none", color=line.get_color(),
@@ -536,15 +536,21 @@ def plot(results: Dict, out_dir: Path) -> None:
         ax.set_xlabel("bitrate (bps)")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
-    axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"Equal budget ({results['budget']}), real audio")
     fig.tight_layout()
+    # beside the plots, not over them (a dozen systems and their untrained selves)
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
     _save_fig(fig, out_dir / "quality_vs_bitrate.png")
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    top = curve_axis_top(results["systems"])
     for name, r in results["systems"].items():
         xs = [c["cpu_s"] / 60 for c in r["curve"]]
-        ax.plot(xs, [c["dev_mel"] for c in r["curve"]], "o-" if not name.startswith("almtok_") else "--", label=name)
+        ys = [c["dev_mel"] for c in r["curve"]]
+        peak = max(ys)
+        label = name if peak <= top else f"{name} (off scale: up to {peak:.1f})"
+        ax.plot(xs, ys, "o-" if not name.startswith("almtok_") else "--", label=label)
+    ax.set_ylim(0, top)
     ax.set_xlabel("training CPU minutes")
     ax.set_ylabel("dev mel distance (lower is better)")
     ax.grid(True, alpha=0.3)
@@ -552,6 +558,13 @@ def plot(results: Dict, out_dir: Path) -> None:
     ax.set_title("Training curves (ALMTokenizer: stage 2 in the last quarter)")
     fig.tight_layout()
     _save_fig(fig, out_dir / "training_curves.png")
+
+
+def curve_axis_top(systems: Dict[str, dict]) -> float:
+    """The training-curve plot's upper y limit: 1.5 x the highest untrained dev mel distance, so
+    a diverging system (e.g. DAC at lr 5e-4) does not flatten every other curve; its points above
+    are cut and its legend entry says how high it went."""
+    return 1.5 * max(r["curve"][0]["dev_mel"] for r in systems.values())
 
 
 # ------------------------------------------------------------------------------------- main

@@ -168,3 +168,14 @@ def test_every_almtok_system_builds_with_its_overrides():
             assert getattr(codec.generator, key) == value, (name, key)
         for key, value in system.overrides.items():
             assert getattr(codec, key) == value, (name, key)
+
+
+def test_training_curve_axis_ignores_a_diverging_system():
+    from espnet2_almtok.bin.compare import curve_axis_top
+
+    systems = {"a": {"curve": [{"dev_mel": 3.8}, {"dev_mel": 2.4}]},
+               "b": {"curve": [{"dev_mel": 7.8}, {"dev_mel": 2.5}]},
+               "diverged": {"curve": [{"dev_mel": 6.3}, {"dev_mel": 41.5}]}}
+    top = curve_axis_top(systems)
+    assert top == 1.5 * 7.8 and all(c["dev_mel"] <= top for n in ("a", "b") for c in systems[n]["curve"])
+    assert max(c["dev_mel"] for c in systems["diverged"]["curve"]) > top
