@@ -102,15 +102,15 @@ for _base, _note in (("almtok", "ours: + query_shortcut (codec/query.py)"),
                      ("almtok_no_mae", "ablation of almtok_shortcut: no MAE loss")):
     SYSTEMS[_base.replace("almtok", "almtok_shortcut", 1)] = replace(
         SYSTEMS[_base], generator_overrides={"query_shortcut": True}, note=_note)
+# the working system: almtok with both of our options, and its ablations
+_SHORTCUT_MAE_SEPARATE = {"query_shortcut": True, "mae_pass": "separate"}
 SYSTEMS["almtok_shortcut_mae_separate"] = replace(
-    SYSTEMS["almtok_shortcut"], generator_overrides={"query_shortcut": True, "mae_pass": "separate"},
+    SYSTEMS["almtok"], generator_overrides=_SHORTCUT_MAE_SEPARATE,
     note="ours: almtok_shortcut with the MAE loss on a second, masked encoder pass (mae_pass: separate)")
-SYSTEMS["almtok_shortcut_mae_separate_no_priors"] = replace(
-    SYSTEMS["almtok_shortcut_no_priors"], generator_overrides={"query_shortcut": True, "mae_pass": "separate"},
-    note="ablation of almtok_shortcut_mae_separate: random learned codebooks")
-for _base, _what in (("almtok_no_ar", "no AR loss"), ("almtok_single_stage", "stage 1 only")):
+for _base, _what in (("almtok_no_priors", "random learned codebooks"), ("almtok_no_ar", "no AR loss"),
+                     ("almtok_single_stage", "stage 1 only")):
     SYSTEMS[_base.replace("almtok", "almtok_shortcut_mae_separate", 1)] = replace(
-        SYSTEMS[_base], generator_overrides={"query_shortcut": True, "mae_pass": "separate"},
+        SYSTEMS[_base], generator_overrides=_SHORTCUT_MAE_SEPARATE,
         note=f"ablation of almtok_shortcut_mae_separate: {_what}")
 SYSTEMS["almtok_mae_separate"] = replace(
     SYSTEMS["almtok"], untrained_baseline=False, generator_overrides={"mae_pass": "separate"},
