@@ -20,13 +20,19 @@ Systems (``conf/benchmark/*.yaml``, generators of comparable size, 16 kHz):
   separate`` (ours: tokens and resynthesis from the clean encoder pass, the MAE loss from a
   second, masked one), its ablation ``almtok_shortcut_mae_separate_no_priors``, and
   ``almtok_mae_separate``, the same without the shortcut;
-- ESPnet's ``soundstream``, ``encodec`` and ``dac`` at their lowest bitrate (one codebook).
+- ESPnet's ``soundstream``, ``encodec`` and ``dac`` at their lowest bitrate (one codebook);
+  ``dac_lr1e-4``: DAC at Descript's own lr (at 5e-4 it diverges); ``dac_commit`` (and at lr
+  1e-4, ``dac_commit_lr1e-4``): DAC without its quantization loss, whose gradient in ESPnet
+  cancels the commitment loss's.
 
 Every system gets the same budget of *CPU time* (``--budget_minutes`` x the torch threads,
 one by default: on an idle core that is the same wall-clock time, and unlike wall time it
 stays fair when other jobs share the machine; with several threads, OpenMP spin-waits on a
-busy machine would burn CPU time without progress, so run one system per core instead), the same random 1 s crops of the training set, the same optimiser (Adam, lr
-``--lr``) and seed. Scored on the test set: mel and STFT distance, PESQ-wb, STOI (all
+busy machine would burn CPU time without progress, so run one system per core instead), the
+same random crops of the training set (``--train_batch`` x ``--train_seconds``), the same
+optimiser (Adam, lr ``--lr``, except a system defined with its own: ``*_lr1e-4``) and seed.
+``--seed`` sets the initial weights, crops and probe; ``--data_seed`` the sampled clips, so
+runs with other seeds are scored on the same clips. Scored on the test set: mel and STFT distance, PESQ-wb, STOI (all
 utterances); pocketsphinx WER and DNSMOS of the resynthesis on the English test speech (the
 original audio's figures, the ceiling, beside them). Each base codec is also scored untrained
 (at its middle setting), to show that training moved it. A CTC character probe on each system's frozen tokens (train:
@@ -77,6 +83,7 @@ class System:
     generator_overrides: Dict = field(default_factory=dict)  # codec_conf.generator_params keys
     settings: Optional[Sequence[str]] = None  # scored settings (None: the lowest bitrate)
     untrained_baseline: bool = False  # also score the untrained model
+    lr: Optional[float] = None  # Adam lr of this system (None: the comparison's --lr)
     note: str = ""
 
 
@@ -95,6 +102,16 @@ SYSTEMS = {
     "soundstream": System("soundstream", untrained_baseline=True, note="ESPnet, 1 codebook"),
     "encodec": System("encodec", untrained_baseline=True, note="ESPnet, 1 codebook"),
     "dac": System("dac", untrained_baseline=True, note="ESPnet, 1 codebook"),
+    # at the comparison's lr 5e-4 DAC diverges (commitment loss unbounded after ~270 steps);
+    # at Descript's own lr (descript-audio-codec's AdamW lr 1e-4) it diverges too, more slowly
+    "dac_lr1e-4": System("dac", untrained_baseline=True, lr=1e-4, note="ESPnet, 1 codebook, lr 1e-4 (Descript's)"),
+    # why: ESPnet's DAC takes its quantization loss on the straight-through output, so its
+    # gradient cancels the commitment loss's and nothing holds the encoder output near the codes
+    # (test_compare checks this); without it, the commitment loss pulls as in SoundStream/Encodec
+    "dac_commit": System("dac", untrained_baseline=True, overrides={"lambda_quantization": 0.0},
+                         note="ESPnet, 1 codebook, lambda_quantization 0 (the commitment loss acts)"),
+    "dac_commit_lr1e-4": System("dac", untrained_baseline=True, overrides={"lambda_quantization": 0.0}, lr=1e-4,
+                                note="ESPnet, 1 codebook, lambda_quantization 0, lr 1e-4"),
 }
 # almtok and two of its ablations again with generator_params.query_shortcut (ours: codec/query.py)
 for _base, _note in (("almtok", "ours: + query_shortcut (codec/query.py)"),
@@ -153,6 +170,15 @@ def load_dir(data_dir: Path, max_utts: int = 0, seed: int = 0) -> List[Clip]:
 
 def english_speech(clips: List[Clip]) -> List[Clip]:
     return [c for c in clips if c.category == "speech" and c.lang == "en" and c.text.strip()]
+
+
+def scored_test_clips(test: List[Clip], max_others: int, data_seed: int) -> List[Clip]:
+    """Every English speech prompt of ``test`` (WER, probe) plus ``max_others`` of the rest drawn
+    with ``data_seed``, in their original order."""
+    others = [c for c in test if c not in english_speech(test)]
+    keep = {c.utt for c in english_speech(test)} | {
+        c.utt for c in random.Random(data_seed).sample(others, min(len(others), max_others))}
+    return [c for c in test if c.utt in keep]
 
 
 class CropSampler:
@@ -346,6 +372,11 @@ def probe_system(name: str, system: System, trained: Dict, data: Dict, args, pri
                                  epochs=args.probe_epochs, seed=args.seed)}
 
 
+def lr_of(system: System, args) -> float:
+    """The system's own learning rate where it has one, else the comparison's ``--lr``."""
+    return args.lr if system.lr is None else system.lr
+
+
 def train_system(name: str, system: System, data: Dict, args, priors) -> Dict:
     """Train ``system`` for the budget; save its weights to ``work_dir/models/<name>.pth``;
     return the record without scores (curve, budget actually used)."""
@@ -358,7 +389,8 @@ def train_system(name: str, system: System, data: Dict, args, priors) -> Dict:
            "generator_params": cut.generator_params, "curve_setting": curve_setting.label, "curve": []}
     budget = args.budget_minutes * 60 * torch.get_num_threads()
     sampler = CropSampler(data["train"], args.train_batch, args.train_seconds, args.seed)
-    trainer = BudgetTrainer(cut.codec, lr=args.lr)
+    res["lr"] = lr_of(system, args)
+    trainer = BudgetTrainer(cut.codec, lr=res["lr"])
     res["curve"].append({"cpu_s": 0.0, "wall_s": 0.0, "steps": 0, "stage": 1,
                          "dev_mel": dev_mel(cut, curve_setting, data["dev"])})
     stage2_at = args.curve_points - max(1, args.curve_points // 4) if system.two_stage else args.curve_points
@@ -594,7 +626,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (0: torch's default). 1 keeps the CPU-time budget fair: with several "
                         "threads on a busy machine OpenMP spin-waits burn CPU time without progress")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="initial weights, training crops and the probe: rerun with another seed to see the spread")
+    p.add_argument("--data_seed", type=int, default=0,
+                   help="which utterances are sampled for train/test/dev (keep it fixed across --seed runs so "
+                        "their scores are on the same clips)")
     p.add_argument("--quick", action="store_true", help="smoke run: seconds of budget, few utterances")
     return p
 
@@ -610,13 +646,9 @@ def main(argv: Sequence[str] = None) -> None:
         args.max_train_utts, args.dev_clips, args.probe_epochs = 12, 2, 2
     args.output_dir.mkdir(parents=True, exist_ok=True)
     args.work_dir = args.work_dir or args.output_dir / "work"
-    train = load_dir(args.data_dir / "train", args.max_train_utts, args.seed)
-    test = load_dir(args.data_dir / "test")
-    others = [c for c in test if c not in english_speech(test)]
-    keep = {c.utt for c in english_speech(test)} | {
-        c.utt for c in random.Random(args.seed).sample(others, min(len(others), args.max_test_utts))}
-    test = [c for c in test if c.utt in keep]  # every English prompt (WER, probe) + a sample of the rest
-    dev = load_dir(args.data_dir / "dev", args.dev_clips, args.seed)
+    train = load_dir(args.data_dir / "train", args.max_train_utts, args.data_seed)
+    test = scored_test_clips(load_dir(args.data_dir / "test"), args.max_test_utts, args.data_seed)
+    dev = load_dir(args.data_dir / "dev", args.dev_clips, args.data_seed)
     data = {"train": train, "test": test, "dev": dev, "probe_train": english_speech(train),
             "probe_test": english_speech(test)}
     leaked = {c.text for c in data["probe_test"]} & {c.text for c in data["probe_train"]}
@@ -706,13 +738,16 @@ def report(args, argv, train: List[Clip], test: List[Clip], dev: List[Clip], en:
     missing = [n for n in args.systems if n not in scored]
     if not scored:
         raise FileNotFoundError(f"no scored system in {sys_dir}; run without --report_only first")
+    own = {n: SYSTEMS[n].lr for n in scored if SYSTEMS[n].lr is not None}
+    own_lr = f" (own lr: {', '.join(f'{n} {lr:g}' for n, lr in own.items())})" if own else ""
     results = {"quick": args.quick, "command": "python -m espnet2_almtok.bin.compare " + " ".join(sys.argv[1:] if argv is None else argv),
                "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                            "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
                "data": f"{args.data_dir}: {len(train)} train utts ({sum(c.wav.numel() for c in train) / FS / 60:.1f} min), "
                        f"{len(test)} test ({len(en)} English speech), {len(dev)} dev clips for the curves",
                "budget": f"{args.budget_minutes:g} min x {torch.get_num_threads()} threads of CPU time, "
-                         f"{args.train_batch} x {args.train_seconds:g} s crops, Adam lr {args.lr:g}, seed {args.seed}",
+                         f"{args.train_batch} x {args.train_seconds:g} s crops, Adam lr {args.lr:g}{own_lr}, seed {args.seed} "
+                         f"(data seed {args.data_seed})",
                "reference": reference, "systems": scored, "not_scored": missing}
     atomic_write_text(args.output_dir / "results.json", json.dumps(results, indent=2))
     atomic_write_text(args.output_dir / "results.md", markdown(results))

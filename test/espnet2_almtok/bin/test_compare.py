@@ -42,14 +42,16 @@ def test_compare_quick_run_writes_every_record_and_resumes(tmp_path):
     make_set(tmp_path / "data", "test", [(s, "speech") for s in SENTENCES[10:]] + [("a tone", "sound")])
     out = tmp_path / "out"
     args = ["-m", "espnet2_almtok.bin.compare", "--data_dir", str(tmp_path / "data"), "--output_dir", str(out),
-            "--quick", "--systems", "almtok", "almtok_no_ar", "dac", "--probe_min_perplexity", "0"]
+            "--quick", "--systems", "almtok", "almtok_no_ar", "dac_commit_lr1e-4", "--probe_min_perplexity", "0"]
     run_python(args, cwd=tmp_path, timeout=900)
     res = json.loads((out / "results.json").read_text())
-    assert set(res["systems"]) == {"almtok", "almtok_no_ar", "dac"}
+    assert set(res["systems"]) == {"almtok", "almtok_no_ar", "dac_commit_lr1e-4"}
     alm = res["systems"]["almtok"]
     assert set(alm["settings"]) == {"w=2", "w=4", "w=8"} and set(alm["untrained"]) == {"w=4"}
     assert alm["curve"][-1]["stage"] == 2 and alm["budget"]["steps"] > 0  # both stages ran
-    assert set(res["systems"]["dac"]["settings"]) == {"n_q=1"}  # the lowest bitrate
+    assert set(res["systems"]["dac_commit_lr1e-4"]["settings"]) == {"n_q=1"}  # the lowest bitrate
+    assert res["systems"]["dac_commit_lr1e-4"]["lr"] == 1e-4 and alm["lr"] == 5e-4  # its own lr; the comparison's
+    assert "own lr: dac_commit_lr1e-4 0.0001" in res["budget"]
     for r in res["systems"].values():
         for s in r["settings"].values():
             assert {"wer", "dnsmos", "pesq_wb", "stoi", "mel_distance", "bitrate"} <= set(s)
@@ -179,3 +181,54 @@ def test_training_curve_axis_ignores_a_diverging_system():
     top = curve_axis_top(systems)
     assert top == 1.5 * 7.8 and all(c["dev_mel"] <= top for n in ("a", "b") for c in systems[n]["curve"])
     assert max(c["dev_mel"] for c in systems["diverged"]["curve"]) > top
+
+
+def test_dac_at_its_own_lr_differs_from_dac_in_the_lr_only():
+    from dataclasses import replace
+
+    from espnet2_almtok.bin.compare import SYSTEMS, get_parser, lr_of
+
+    args = get_parser().parse_args(["--data_dir", "d", "--output_dir", "o", "--lr", "5e-4"])
+    assert lr_of(SYSTEMS["dac"], args) == 5e-4  # the comparison's lr
+    assert lr_of(SYSTEMS["dac_lr1e-4"], args) == 1e-4  # its own
+    assert replace(SYSTEMS["dac_lr1e-4"], lr=None, note="") == replace(SYSTEMS["dac"], note="")
+
+
+def test_scored_test_clips_keep_every_english_prompt_and_depend_on_the_data_seed_only():
+    import torch
+
+    from espnet2_almtok.bin.compare import Clip, get_parser, scored_test_clips
+
+    clips = [Clip(f"en{i}", torch.zeros(1), "hello", "speech", "en") for i in range(3)] + \
+            [Clip(f"fx{i}", torch.zeros(1), "", "sound", "none") for i in range(10)]
+    picked = [c.utt for c in scored_test_clips(clips, 4, data_seed=0)]
+    assert picked[:3] == ["en0", "en1", "en2"] and len(picked) == 7
+    assert picked == [c.utt for c in scored_test_clips(clips, 4, data_seed=0)]  # deterministic
+    assert any(picked != [c.utt for c in scored_test_clips(clips, 4, data_seed=s)] for s in (1, 2, 3))
+    args = get_parser().parse_args(["--data_dir", "d", "--output_dir", "o", "--seed", "1"])
+    assert args.data_seed == 0  # another --seed alone scores the same clips
+
+
+def test_espnet_dac_quantization_loss_cancels_its_commitment_gradient():
+    """Why ``dac_commit`` exists: in ESPnet's DAC (quantizer dropout on) the quantization loss is
+    taken on the straight-through output, so with equal weights its gradient on the encoder
+    output cancels the commitment loss's; ``lambda_quantization: 0`` leaves the commitment pull.
+    If ESPnet changes this, this test fails and the DAC systems should be revisited."""
+    import inspect
+
+    import torch
+    from espnet2.gan_codec.dac.dac import DAC
+    from espnet2.gan_codec.shared.quantizer.residual_vq import ResidualVectorQuantizer
+
+    from espnet2_almtok.bin.compare import SYSTEMS
+
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(dimension=8, n_q=2, bins=16, kmeans_init=False, quantizer_dropout=True).train()
+    x = torch.randn(2, 8, 20, requires_grad=True)
+    _, _, _, commit, quant = rvq(x, 50, 0.1)
+    g_commit, = torch.autograd.grad(commit, x, retain_graph=True)
+    g_both, = torch.autograd.grad(commit + quant, x)
+    assert g_commit.norm() > 1e-3 and g_both.norm() < 1e-6
+    assert "lambda_quantization" in inspect.signature(DAC).parameters
+    for name in ("dac_commit", "dac_commit_lr1e-4"):
+        assert SYSTEMS[name].config == "dac" and SYSTEMS[name].overrides == {"lambda_quantization": 0.0}
