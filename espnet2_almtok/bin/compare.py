@@ -21,9 +21,9 @@ Systems (``conf/benchmark/*.yaml``, generators of comparable size, 16 kHz):
   second, masked one), its ablation ``almtok_shortcut_mae_separate_no_priors``, and
   ``almtok_mae_separate``, the same without the shortcut;
 - ESPnet's ``soundstream``, ``encodec`` and ``dac`` at their lowest bitrate (one codebook);
-  ``dac_lr1e-4``: DAC at Descript's own lr (at 5e-4 it diverges); ``dac_commit`` (and at lr
-  1e-4, ``dac_commit_lr1e-4``): DAC without its quantization loss, whose gradient in ESPnet
-  cancels the commitment loss's.
+  ``dac`` diverges, and ``dac_lr1e-4`` (Descript's lr) too; ``dac_commit`` (and at lr 1e-4,
+  ``dac_commit_lr1e-4``): DAC without its quantization loss, whose gradient in ESPnet cancels
+  the commitment loss's; it trains stably.
 
 Every system gets the same budget of *CPU time* (``--budget_minutes`` x the torch threads,
 one by default: on an idle core that is the same wall-clock time, and unlike wall time it
@@ -32,8 +32,8 @@ busy machine would burn CPU time without progress, so run one system per core in
 same random crops of the training set (``--train_batch`` x ``--train_seconds``), the same
 optimiser (Adam, lr ``--lr``, except a system defined with its own: ``*_lr1e-4``) and seed.
 ``--seed`` sets the initial weights, crops and probe; ``--data_seed`` the sampled clips, so
-runs with other seeds are scored on the same clips. Scored on the test set: mel and STFT distance, PESQ-wb, STOI (all
-utterances); pocketsphinx WER and DNSMOS of the resynthesis on the English test speech (the
+runs with other seeds are scored on the same clips. Scored on the test set: mel and STFT
+distance, PESQ-wb, STOI (all utterances); pocketsphinx WER and DNSMOS of the resynthesis on the English test speech (the
 original audio's figures, the ceiling, beside them). Each base codec is also scored untrained
 (at its middle setting), to show that training moved it. A CTC character probe on each system's frozen tokens (train:
 English train prompts; test: the English test prompts, whose texts never occur in training)
