@@ -102,17 +102,17 @@ SYSTEMS = {
     "soundstream": System("soundstream", untrained_baseline=True, note="ESPnet, 1 codebook"),
     "encodec": System("encodec", untrained_baseline=True, note="ESPnet, 1 codebook"),
     "dac": System("dac", untrained_baseline=True, note="ESPnet, 1 codebook"),
-    # at the comparison's lr 5e-4 DAC diverges (commitment loss unbounded after ~270 steps);
-    # at Descript's own lr (descript-audio-codec's AdamW lr 1e-4) it diverges too, more slowly
-    "dac_lr1e-4": System("dac", untrained_baseline=True, lr=1e-4, note="ESPnet, 1 codebook, lr 1e-4 (Descript's)"),
-    # why: ESPnet's DAC takes its quantization loss on the straight-through output, so its
-    # gradient cancels the commitment loss's and nothing holds the encoder output near the codes
-    # (test_compare checks this); without it, the commitment loss pulls as in SoundStream/Encodec
-    "dac_commit": System("dac", untrained_baseline=True, overrides={"lambda_quantization": 0.0},
-                         note="ESPnet, 1 codebook, lambda_quantization 0 (the commitment loss acts)"),
-    "dac_commit_lr1e-4": System("dac", untrained_baseline=True, overrides={"lambda_quantization": 0.0}, lr=1e-4,
-                                note="ESPnet, 1 codebook, lambda_quantization 0, lr 1e-4"),
 }
+# at the comparison's lr 5e-4 DAC diverges (commitment loss unbounded after ~270 steps); at
+# Descript's own lr (descript-audio-codec's AdamW lr 1e-4) it diverges too, more slowly. Why:
+# ESPnet's DAC takes its quantization loss on the straight-through output, so its gradient
+# cancels the commitment loss's and nothing holds the encoder output near the codes
+# (test_compare checks this); without it, the commitment loss pulls as in SoundStream/Encodec
+SYSTEMS["dac_lr1e-4"] = replace(SYSTEMS["dac"], lr=1e-4, note="ESPnet, 1 codebook, lr 1e-4 (Descript's)")
+SYSTEMS["dac_commit"] = replace(SYSTEMS["dac"], overrides={"lambda_quantization": 0.0},
+                                note="ESPnet, 1 codebook, lambda_quantization 0 (the commitment loss acts)")
+SYSTEMS["dac_commit_lr1e-4"] = replace(SYSTEMS["dac_commit"], lr=1e-4,
+                                       note="ESPnet, 1 codebook, lambda_quantization 0, lr 1e-4")
 # almtok and two of its ablations again with generator_params.query_shortcut (ours: codec/query.py)
 for _base, _note in (("almtok", "ours: + query_shortcut (codec/query.py)"),
                      ("almtok_no_priors", "ablation of almtok_shortcut: random learned codebooks"),
@@ -175,9 +175,9 @@ def english_speech(clips: List[Clip]) -> List[Clip]:
 def scored_test_clips(test: List[Clip], max_others: int, data_seed: int) -> List[Clip]:
     """Every English speech prompt of ``test`` (WER, probe) plus ``max_others`` of the rest drawn
     with ``data_seed``, in their original order."""
-    others = [c for c in test if c not in english_speech(test)]
-    keep = {c.utt for c in english_speech(test)} | {
-        c.utt for c in random.Random(data_seed).sample(others, min(len(others), max_others))}
+    english = {c.utt for c in english_speech(test)}
+    others = [c for c in test if c.utt not in english]
+    keep = english | {c.utt for c in random.Random(data_seed).sample(others, min(len(others), max_others))}
     return [c for c in test if c.utt in keep]
 
 
