@@ -114,3 +114,24 @@ def test_meta_info_follows_the_espnet_codec_contract(debug_config):
     assert codes.shape == (3, 1, 4)
     res = codec.inference(x)
     assert res["wav"].shape == (4000,) and torch.equal(res["codec"], codes)
+
+
+def test_training_and_inference_give_the_same_codes():
+    """The codes stage 1's decoder and AR head learn from are the codes inference gives: a
+    training-mode forward of 4 clips x 3 s codes them as ``encode`` does (the codebook-input
+    norm uses its running statistics in both), also after some training updates."""
+    from conftest import speechlike
+
+    torch.manual_seed(0)
+    gen = tiny_generator(windows=[4])
+    wav = torch.stack([speechlike(3.0, seed=s) * (1 + s) for s in range(4)]).unsqueeze(1)
+    opt = torch.optim.Adam(gen.parameters(), lr=1e-3)
+    for step in range(3):
+        gen.train()
+        out = gen(wav, 4)
+        expected = gen.eval().encode(wav, 4)
+        gen.train()
+        assert torch.equal(gen(wav, 4)["codes"], expected), step
+        opt.zero_grad()
+        (out["commit"] + out["resyn"].pow(2).mean()).backward()
+        opt.step()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from espnet2_almtok.codec.quantizer import ResidualVQ
+from espnet2_almtok.codec.quantizer import CodebookSpaceNorm, ResidualVQ
 
 
 def test_codes_are_the_nearest_centroid_of_a_known_codebook(tmp_path):
@@ -169,3 +169,36 @@ def test_bad_prior_file_and_bad_codes_are_reported(tmp_path):
         rvq.decode(torch.full((1, 2, 3), 16))
     with pytest.raises(ValueError, match="3 codebooks"):
         rvq.decode(torch.zeros(1, 3, 3, dtype=torch.long))
+
+
+def _norm_rank(rank: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    norm = CodebookSpaceNorm(8, torch.randn(16, 8)).train()
+    data = torch.randn(2, 4, 6, 8)
+    data[1] = 5 + 3 * data[1]  # the ranks see batches with very different statistics
+    for _ in range(3):
+        norm(data[rank])
+    torch.save({k: v for k, v in norm.state_dict().items()}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_input_norm_statistics_are_shared_across_ddp_ranks(tmp_path):
+    """Two gloo ranks with different batches end with the same running statistics: those of both
+    ranks' tokens together (so every rank codes a clip alike)."""
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_norm_rank, args=(str(tmp_path / "store"), str(tmp_path / "norm")), nprocs=2,
+                       start_method="spawn")
+    a, b = (torch.load(tmp_path / f"norm.{r}", weights_only=True) for r in (0, 1))
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    torch.manual_seed(0)
+    CodebookSpaceNorm(8, torch.randn(16, 8))  # the same target as the ranks drew
+    data = torch.randn(2, 4, 6, 8)
+    data[1] = 5 + 3 * data[1]
+    both = data.reshape(-1, 8)
+    assert torch.allclose(a["running_mean"], both.mean(0), atol=1e-5)
+    assert torch.allclose(a["running_var"], both.var(0), atol=1e-4)
