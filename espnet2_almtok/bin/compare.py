@@ -66,6 +66,8 @@ import yaml
 from tqdm import tqdm
 
 from espnet2_almtok.bin._quiet_import import import_quietly
+from espnet2_almtok.code_usage import code_usage
+from espnet2_almtok.code_usage import describe as describe_usage
 from espnet2_almtok.fileio import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -326,20 +328,6 @@ def probe_codes(name: str, system: System, trained: Dict, data: Dict, args, prio
     return unpack(saved)
 
 
-def code_usage(codes: List[torch.Tensor], codebook_size: int) -> Dict:
-    """Per codebook of utterances' codes ``(n_q, N)``: distinct codes used and the perplexity
-    (exp of the entropy of code frequencies: 1 = one code everywhere, K = all K equally), and
-    the joint perplexity (their product): how many tokens' worth of choice a position carries."""
-    stacked = torch.cat(codes, dim=1)
-    layers = []
-    for q in range(stacked.shape[0]):
-        count = torch.bincount(stacked[q], minlength=codebook_size).double()
-        share = count[count > 0] / count.sum()
-        layers.append({"distinct": int((count > 0).sum()), "perplexity": float(torch.exp(-(share * share.log()).sum()))})
-    return {"positions": int(stacked.shape[1]), "layers": layers,
-            "joint_perplexity": float(np.prod([layer["perplexity"] for layer in layers]))}
-
-
 def untrained_usage(system: System, label: str, clips: List[Clip], args, priors) -> Dict:
     """:func:`code_usage` of the untrained model (the trained run's initial weights) on ``clips``."""
     cut = build(system, args, *priors)
@@ -360,6 +348,7 @@ def probe_system(name: str, system: System, trained: Dict, data: Dict, args, pri
     train, test, setting = probe_codes(name, system, trained, data, args, priors)
     usage = code_usage([e.codes for e in train + test], setting["codebook_size"])
     res = {"setting": setting["label"], "bitrate": setting["bitrate"], "code_usage": usage,
+           "test_code_usage": code_usage([e.codes for e in test], setting["codebook_size"]),
            "untrained_code_usage": untrained_usage(system, setting["label"], data["probe_test"], args, priors)}
     if usage["joint_perplexity"] < args.probe_min_perplexity:
         res["skipped"] = (f"tokens nearly constant (joint perplexity {usage['joint_perplexity']:.2f} < "
@@ -448,13 +437,14 @@ def extract_priors(args, train_dir: Path, codebook_size: int):
 
 
 def almtok_for_diagnosis(data_dir: Path, work_dir: Path, overrides: Optional[Dict] = None,
-                         generator_overrides: Optional[Dict] = None):
+                         generator_overrides: Optional[Dict] = None, seed: int = 0):
     """The ``almtok`` system as this comparison builds it (frozen MFCC priors from
-    ``work_dir/priors``, extracted there if missing), untrained, with the training clips: what
-    the ``bench`` diagnostics train. Returns ``(codec under test, train clips)``."""
+    ``work_dir/priors``, extracted there if missing), untrained (weights drawn with ``seed``),
+    with the training clips: what the ``bench`` diagnostics train. Returns ``(codec under test,
+    train clips)``."""
     import_quietly("espnet2_almtok.tasks.codec")
     args = get_parser().parse_args(["--data_dir", str(data_dir), "--output_dir", str(work_dir),
-                                    "--work_dir", str(work_dir)])
+                                    "--work_dir", str(work_dir), "--seed", str(int(seed))])
     train = load_dir(data_dir / "train", 0, 0)
     priors = extract_priors(args, data_dir / "train", 1024)
     system = System("almtok", priors=True, overrides=overrides or {}, generator_overrides=generator_overrides or {})
@@ -526,6 +516,8 @@ def markdown(results: Dict) -> str:
         perplexity = ", ".join(f"{layer['perplexity']:.2f}" for layer in usage["layers"])
         lines.append(f"- {name} at {p['setting']}: codes in use per codebook {distinct} (perplexity {perplexity}) "
                      f"over {usage['positions']} token positions")
+        if "test_code_usage" in p:
+            lines.append(f"  - English test prompts: {describe_usage(p['test_code_usage'])}")
         if "untrained_code_usage" in p:
             before = p["untrained_code_usage"]["layers"]
             distinct = ", ".join(str(layer["distinct"]) for layer in before)

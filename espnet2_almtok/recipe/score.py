@@ -30,7 +30,9 @@ set, the same as one job over all utterances would (corpus WER from all transcri
 Writes ``utt_result.txt`` (TSV; "-" where a judge does not apply; ``utt_result.json``: the same
 rows at full precision), ``avg_result.txt`` (ESPnet
 style ``key: value`` lines: means over finite values with their counts ``<key>_n``, corpus WER/CER,
-token rate and bitrate from the codes' ``meta.yaml``), ``result.md`` (one table), and with
+token rate and bitrate from the codes' ``meta.yaml``; with ``--codes_dir`` also the codes in use per
+codebook and the clip pairs coded alike, :mod:`espnet2_almtok.code_usage`), ``result.md`` (one table
+and that token line), and with
 ``asr`` the transcripts ``asr_text`` (resynthesis) and ``asr_text_ref`` (original) as Kaldi tables.
 """
 
@@ -47,6 +49,8 @@ import torchaudio
 from tqdm import tqdm
 
 from espnet2_almtok.audio import read_audio, resample, to_mono_tensor
+from espnet2_almtok.code_usage import code_usage
+from espnet2_almtok.code_usage import describe as describe_usage
 from espnet2_almtok.codec.stft_loss import MultiResolutionSTFTLoss
 from espnet2_almtok.fileio import atomic_write_text
 from espnet2_almtok.lm.metrics import normalize_text
@@ -222,11 +226,12 @@ def write_outputs(args, rows: List[Dict], columns: List[str], panel: JudgePanel)
         write_table(out / "asr_text_ref", panel.asr_hyp_ref)
     corpus_keys = [c for c in columns if c.startswith("asr_")]
     avg = average(rows, [c for c in columns if c not in corpus_keys])
-    meta = {}
+    meta, usage = {}, None
     if args.codes_dir is not None:
         from espnet2_almtok.fileio import read_meta
 
         meta = read_meta(args.codes_dir)
+        usage = set_code_usage(args.codes_dir, [r["utt"] for r in rows], meta)
     avg_lines = [f"n_utt: {len(rows)}"]
     for m, v in avg.items():
         avg_lines += [f"{m}: {v['mean']:.4f}", f"{m}_n: {v['n']}"]
@@ -237,6 +242,9 @@ def write_outputs(args, rows: List[Dict], columns: List[str], panel: JudgePanel)
     if meta:
         avg_lines += [f"token_rate: {meta['token_rate']:.4f}", f"bitrate: {meta['bitrate']:.1f}",
                       f"window: {meta['window']}", f"n_q: {meta['n_q']}"]
+    if usage is not None:
+        avg_lines += [f"codes_in_use_q{q + 1}: {layer['distinct']}" for q, layer in enumerate(usage["layers"])]
+        avg_lines += [f"same_first_pairs: {usage['same_first_pairs']}", f"clip_pairs: {usage['clip_pairs']}"]
     atomic_write_text(out / "avg_result.txt", "\n".join(avg_lines) + "\n")
 
     shown = list(METRICS) + [c for c in ("asr_wer", "asr_wer_ref", "dnsmos_ovrl", "dnsmos_ovrl_ref", "spk_sim")
@@ -247,8 +255,24 @@ def write_outputs(args, rows: List[Dict], columns: List[str], panel: JudgePanel)
         cells += [str(meta["window"]), f"{meta['token_rate']:.2f}", f"{meta['bitrate']:.1f}"]
     cells += [f"{panel.corpus[m]:.2f}" if m in corpus_keys else f"{avg[m]['mean']:.3f}" for m in shown]
     md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n| " + " | ".join(cells) + " |\n"
+    if usage is not None:
+        md += f"\nTokens: {describe_usage(usage)}.\n"
     atomic_write_text(out / "result.md", md)
     return md
+
+
+def set_code_usage(codes_dir: Path, utts: Sequence[str], meta: Dict) -> Dict:
+    """:func:`~espnet2_almtok.code_usage.code_usage` of the scored utterances' codes in
+    ``codes_dir/codes.scp``; an utterance without codes there is an error naming it."""
+    from espnet2_almtok.fileio import read_codes_scp
+
+    wanted = set(utts)
+    codes = {utt: c for utt, c in read_codes_scp(Path(codes_dir) / "codes.scp", meta["n_q"]) if utt in wanted}
+    missing = sorted(wanted - set(codes))
+    if missing:
+        raise KeyError(f"{len(missing)} scored utterance(s) have no codes in {codes_dir}/codes.scp, e.g. "
+                       f"{missing[:3]}; rerun decoding (stage 7)")
+    return code_usage([codes[u] for u in sorted(codes)], int(meta["codebook_size"]))
 
 
 def read_job_outputs(dirs: Sequence[Path]):
@@ -303,7 +327,8 @@ def main(argv: Sequence[str] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ref_scp", type=Path, required=True)
     p.add_argument("--hyp_scp", type=Path, required=True)
-    p.add_argument("--codes_dir", type=Path, default=None, help="dir with meta.yaml (token/bit rates)")
+    p.add_argument("--codes_dir", type=Path, default=None,
+                   help="codec_inference's codes dir (meta.yaml, codes.scp): token/bit rates and code usage")
     p.add_argument("--fs", type=int, default=16000)
     p.add_argument("--out_dir", type=Path, required=True)
     p.add_argument("--title", default=None)

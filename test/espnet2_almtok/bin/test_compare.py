@@ -75,19 +75,6 @@ def test_missing_or_empty_data_is_named_with_the_fix(tmp_path):
         load_dir(tmp_path / "empty")
 
 
-def test_code_usage_counts_distinct_codes_and_perplexity():
-    import torch
-
-    from espnet2_almtok.bin.compare import code_usage
-
-    constant = code_usage([torch.zeros(3, 50, dtype=torch.long), torch.zeros(3, 30, dtype=torch.long)], 16)
-    assert constant["positions"] == 80 and [layer["distinct"] for layer in constant["layers"]] == [1, 1, 1]
-    assert constant["joint_perplexity"] == pytest.approx(1.0)
-    uniform = code_usage([torch.arange(16).repeat(2, 4)], 16)  # 2 codebooks, all 16 codes equally often
-    assert [layer["distinct"] for layer in uniform["layers"]] == [16, 16]
-    assert uniform["joint_perplexity"] == pytest.approx(256.0)
-
-
 def test_probe_is_skipped_with_the_reason_for_constant_tokens(tmp_path, monkeypatch):
     """A collapsed codebook (one code everywhere) carries nothing a probe could read: the record
     says so, with the usage, instead of a CER that only measures the probe's prior."""

@@ -122,3 +122,36 @@ def test_scoring_split_in_jobs_and_merged_equals_one_job(data):
     (data / "keys.bad").write_text("en_speech\nnot_an_utt\n")
     with pytest.raises(KeyError, match=r"keys.bad names 1 utterance\(s\) not in .*ref.scp"):
         run(data, "bad", *tables, "--key_file", str(data / "keys.bad"))
+
+
+def write_codes(d, codes: dict, n_q: int = 2, codebook_size: int = 8):
+    """A codec_inference-style codes dir (codes.ark/scp, meta.yaml) holding ``codes``."""
+    import kaldiio
+
+    from espnet2_almtok.fileio import flatten_codes, write_meta
+
+    out = d / "codes"
+    out.mkdir(exist_ok=True)
+    with kaldiio.WriteHelper(f"ark,scp:{out / 'codes.ark'},{out / 'codes.scp'}") as writer:
+        for utt, c in codes.items():
+            writer[utt] = flatten_codes(np.asarray(c))
+    write_meta(out, dict(n_q=n_q, window=4, codebook_size=codebook_size, sample_rate=16000,
+                         token_rate=12.5, bitrate=75.0))
+    return out
+
+
+def test_codes_in_use_and_clips_coded_alike_are_reported_with_the_scores(data, tmp_path):
+    collapsed = {"en_speech": [[1, 2, 1, 2, 1], [0, 0, 0, 0, 0]], "fr_speech": [[1, 2, 1, 2], [3, 3, 3, 3]],
+                 "sound": [[1, 2, 1], [0, 1, 0]]}  # one periodic first-codebook sequence for every clip
+    codes = write_codes(tmp_path, collapsed)
+    out = run(data, "codes", "--judges", "none", "--codes_dir", str(codes))
+    avg = read_avg(out / "avg_result.txt")
+    assert (avg["codes_in_use_q1"], avg["codes_in_use_q2"]) == ("2", "3")
+    assert (avg["same_first_pairs"], avg["clip_pairs"]) == ("3", "3")
+    md = (out / "result.md").read_text()
+    assert "codes in use per codebook 2 (25 %), 3 (38 %)" in md and "3 of 3 clip pairs share" in md
+    del collapsed["sound"]
+    (tmp_path / "other").mkdir()
+    missing = write_codes(tmp_path / "other", collapsed)
+    with pytest.raises(KeyError, match=r"1 scored utterance\(s\) have no codes in .*\['sound'\]"):
+        run(data, "codes2", "--judges", "none", "--codes_dir", str(missing))

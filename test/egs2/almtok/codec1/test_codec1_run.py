@@ -5,9 +5,10 @@ import math
 from pathlib import Path
 
 import numpy as np
-import yaml
 import pytest
 import soundfile
+import torch
+import yaml
 
 from conftest import MINI_AN4, copy_recipe, run_recipe, speechlike
 
@@ -53,6 +54,20 @@ def test_demo_recipe_end_to_end(demo_codec_recipe):
     assert "codec.generator.encoder" in yaml.safe_load((exp / "config.yaml").read_text())["freeze_param"]
     tok = ALMTokenizer.from_pretrained(exp / "almtok_packed.zip")
     assert tok.encode(speechlike(1.0), 16000, window=4).shape == (1, 3, 13)
+
+    # the codes carry the input: a tone and a spoken sentence are not coded alike, and the
+    # scores report the codes in use
+    from espnet2_almtok.code_usage import same_first_sequence
+    from espnet2_almtok.fileio import read_codes_scp
+
+    codes = dict(read_codes_scp(exp / "decode_w4/test/codes/codes.scp"))
+    category = dict(line.split() for line in (recipe / "dump/raw/test/utt2category").read_text().splitlines())
+    tone = next(u for u in codes if "tone440" in u)
+    speech = [u for u in codes if category[u] == "speech"]
+    assert speech and not any(same_first_sequence(torch.as_tensor(codes[tone][0]), torch.as_tensor(codes[u][0]))
+                              for u in speech), {u: codes[u][0].tolist() for u in [tone, *speech]}
+    avg = dict(line.split(": ", 1) for line in (exp / "decode_w4/test/scores/avg_result.txt").read_text().splitlines())
+    assert 1 < int(avg["codes_in_use_q1"]) <= 64 and int(avg["clip_pairs"]) == len(codes) * (len(codes) - 1) // 2
 
     # rerunning decoding + scoring reuses the finished jobs
     codes_scp = exp / "decode_w4/test/codes/codes.scp"
