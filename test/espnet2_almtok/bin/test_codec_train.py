@@ -62,6 +62,15 @@ def test_trainer_checkpoint_loads_through_from_pretrained(tmp_path, debug_config
          "--output_dir", str(exp), "--max_epoch", "1", "--num_iters_per_epoch", "3",
          "--ngpu", "0"], cwd=tmp_path)
     assert (exp / "config.yaml").is_file() and (exp / "checkpoint.pth").is_file()
+    # the learning rates follow the config's per-step warm-up (warmuplr, warmup_steps 8): after
+    # 3 G+D steps each optimizer runs the 4th at 4/8 of its lr (an epoch-step schedule: at lr)
+    state = torch.load(exp / "checkpoint.pth", map_location="cpu", weights_only=False)
+    conf = yaml.safe_load(debug_config.read_text())
+    for i, suf in enumerate(("", "2")):
+        assert conf[f"scheduler{suf}"] == "warmuplr" and conf[f"scheduler{suf}_conf"]["warmup_steps"] == 8
+        assert state["schedulers"][i]["last_epoch"] == 3
+        lr = conf[f"optim{suf}_conf"]["lr"]
+        assert state["optimizers"][i]["param_groups"][0]["lr"] == pytest.approx(lr * 4 / 8)
     tok = ALMTokenizer.from_pretrained(exp)
     trained = torch.load(exp / "latest.pth", map_location="cpu")
     key = "codec.generator.query_token"
