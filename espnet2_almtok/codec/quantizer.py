@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from espnet2_almtok.codec.norm import RunningStandardize
+
 
 def load_codebook(path: Union[str, Path], codebook_size: int, dim: int) -> torch.Tensor:
     """Read a ``(codebook_size, dim)`` centroid matrix from ``path`` (``.npy``), with clear errors."""
@@ -45,19 +47,12 @@ def masked_mse(x: torch.Tensor, y: torch.Tensor, mask: Optional[torch.Tensor]) -
     return (err * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-class CodebookSpaceNorm(nn.Module):
+class CodebookSpaceNorm(RunningStandardize):
     """Standardise projected encoder outputs ``(B, N, D)`` per dimension, then give them the
-    per-dimension mean and spread of the first codebook's rows.
+    per-dimension mean and spread of the first codebook's rows (``target``, ``(K, D)``).
 
-    Training and inference normalise alike, with the running estimates, so a token's code
-    depends on that token only and a training-mode forward gives the codes an eval-mode forward
-    gives. In training the gradient is BatchNorm's (that of normalising with the batch's own
-    statistics, through a straight-through sum: it ignores a common drift of the encoder's
-    outputs), and the estimates are then updated from the batch's real tokens: a running
-    average over the first ``1 / momentum`` updates, an exponential one (``momentum``) after;
-    under DDP the batch statistics are summed over the ranks first, so every rank keeps the
-    same estimates. ``update=False`` keeps them fixed: the quantizer passes it while its
-    projection is frozen (stage 2), so the codes of a clip stay fixed. (An earlier version
+    It codes with running statistics in training as at inference (:class:`RunningStandardize`):
+    a training-mode forward gives the codes an eval-mode forward gives. (An earlier version
     normalised training batches with their own statistics, as BatchNorm does; at 4 clips x 3 s
     a third of the layer-3 codes differed from the codes inference gives.)
 
@@ -70,57 +65,7 @@ class CodebookSpaceNorm(nn.Module):
     """
 
     def __init__(self, dim: int, target: torch.Tensor, momentum: float = 0.1, eps: float = 1e-5):
-        super().__init__()
-        self.momentum, self.eps = momentum, eps
-        self.register_buffer("running_mean", torch.zeros(dim))
-        self.register_buffer("running_var", torch.ones(dim))
-        self.register_buffer("target_mean", target.mean(0).detach().clone())
-        self.register_buffer("target_std", target.std(0).detach().clone().clamp(min=eps))
-        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # models saved before ``num_updates`` existed: their estimates are warm already
-        key = prefix + "num_updates"
-        if key not in state_dict and prefix + "running_mean" in state_dict:
-            state_dict[key] = torch.tensor(int(round(1 / self.momentum)), dtype=torch.long)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    @torch.no_grad()
-    def update(self, z: torch.Tensor, mask: Optional[torch.Tensor] = None) -> None:
-        """Move the running estimates towards the statistics of ``z``'s real tokens (all ranks')."""
-        real = (z[mask] if mask is not None else z.reshape(-1, z.shape[-1])).detach().double()
-        stats = torch.cat([real.new_tensor([real.shape[0]]), real.sum(0), real.pow(2).sum(0)])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(stats)
-        n, dim = stats[0], z.shape[-1]
-        if n < 2:
-            return
-        mean = stats[1: 1 + dim] / n
-        var = (stats[1 + dim:] / n - mean.pow(2)).clamp(min=0) * n / (n - 1)
-        rate = max(self.momentum, 1.0 / (int(self.num_updates) + 1))
-        self.running_mean.lerp_(mean.to(self.running_mean.dtype), rate)
-        self.running_var.lerp_(var.to(self.running_var.dtype), rate)
-        self.num_updates += 1
-
-    def forward(self, z: torch.Tensor, mask: Optional[torch.Tensor] = None, update: bool = True) -> torch.Tensor:
-        """``z`` ``(B, N, D)``; ``mask`` ``(B, N)`` True at real tokens (the statistics' tokens)."""
-        z = z.float()
-        train = self.training and update
-        first = train and int(self.num_updates) == 0
-        if first:
-            self.update(z, mask)  # the very first batch: no estimates yet to normalise with
-        out = self._normalise(z, self.running_mean, self.running_var)
-        if train:
-            real = z[mask] if mask is not None else z.reshape(-1, z.shape[-1])
-            if real.shape[0] > 1:  # the value is the running estimates', the gradient BatchNorm's
-                batch = self._normalise(z, real.mean(0), real.var(0, unbiased=False))
-                out = batch + (out - batch).detach()
-            if not first:
-                self.update(z, mask)
-        return out
-
-    def _normalise(self, z: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-        return (z - mean) * torch.rsqrt(var + self.eps) * self.target_std + self.target_mean
+        super().__init__(dim, target.mean(0), target.std(0), momentum, eps)
 
 
 class VectorQuantizer(nn.Module):
