@@ -29,6 +29,7 @@ from espnet2_almtok.codec.transformer import TransformerStack
 
 # Parameters and buffers that only training uses (the MAE and AR objectives).
 MAE_PASSES = ("shared", "separate")
+SHORTCUT_SIDES = ("encoder", "decoder")  # query_shortcut on one side only (a diagnosis: which side stalls)
 TRAINING_ONLY_PREFIXES = ("mae_mask_token", "mae_target.", "mae_head.", "ar_head.")
 
 
@@ -59,8 +60,10 @@ class ALMTokenizerGenerator(nn.Module):
         sample_rate: audio rate in Hz.
         hidden_dim: Transformer width ``C`` (also the patchify output width).
         patch_channels / patch_strides: Patchify stem width and strides (``prod = hop_length``).
-        frame_norm: LayerNorm on each patchified frame (see :class:`Patchify`): frames at the
-            scale of the Transformer's positions.
+        frame_norm: how the patchified frames are normalised (:class:`Patchify`): ``"time"``
+            (each channel over time, running statistics: ours, what gets the query layout off
+            the average-spectrum plateau), ``"layer"`` / ``true`` (a LayerNorm per frame),
+            ``"none"`` / ``false``.
         encoder_layers / decoder_layers / num_heads / ff_mult / dropout: the Transformers.
         attention_bias: the encoder/decoder Transformers' ``attention_bias`` (``"none"``, the
             paper's plain bidirectional attention; ``"alibi"``, a distance penalty that makes
@@ -69,6 +72,12 @@ class ALMTokenizerGenerator(nn.Module):
             frames (:mod:`espnet2_almtok.codec.query`): encoder query input = query token +
             mean of its frames, decoder mask inputs = mask token + their quantized query.
             Ours (the paper routes everything through attention); off by default.
+            ``"encoder"`` / ``"decoder"``: that side's path only (to tell which side stalls).
+        encoder_local_layers / decoder_local_layers: the first layers of the encoder / decoder
+            Transformer attend only within each window group (the ``w`` frames and their query;
+            a query and its ``w`` mask slots); the layers above attend over the whole clip as
+            in the paper. An attention mask, no parameters: the layout stays the paper's.
+            Ours; 0 (off) is the paper's plain bidirectional attention.
         windows: the query windows ``w`` seen in training (one is sampled per batch).
         n_q / codebook_size / codebook_dim: the residual VQ (``codebook_dim`` = SSL width).
         codebook_init: per-layer ``.npy`` centroid files (semantic priors), or ``None``.
@@ -97,14 +106,16 @@ class ALMTokenizerGenerator(nn.Module):
         hidden_dim: int = 512,
         patch_channels: int = 32,
         patch_strides: Sequence[int] = (2, 4, 5, 8),
-        frame_norm: bool = True,
+        frame_norm: Union[str, bool] = "layer",
         encoder_layers: int = 8,
         decoder_layers: int = 8,
         num_heads: int = 8,
         ff_mult: int = 4,
         dropout: float = 0.0,
         attention_bias: str = "none",
-        query_shortcut: bool = False,
+        query_shortcut: Union[bool, str] = False,
+        encoder_local_layers: int = 0,
+        decoder_local_layers: int = 0,
         windows: Sequence[int] = (2, 3, 4, 5, 6, 7, 8, 9, 10),
         n_q: int = 3,
         codebook_size: int = 2048,
@@ -132,8 +143,9 @@ class ALMTokenizerGenerator(nn.Module):
         self.mae_mask_ratio = mae_mask_ratio
         self.pad_margin_frames = pad_margin_frames
         self.inference_only = inference_only
-        if not isinstance(query_shortcut, bool):
-            raise ValueError(f"query_shortcut must be true or false, got {query_shortcut!r}")
+        if not (isinstance(query_shortcut, bool) or query_shortcut in SHORTCUT_SIDES):
+            raise ValueError(f"query_shortcut must be true or false (or one side: {' or '.join(SHORTCUT_SIDES)}), "
+                             f"got {query_shortcut!r}")
         self.query_shortcut = query_shortcut
         if mae_pass not in MAE_PASSES:
             raise ValueError(f"mae_pass must be one of {MAE_PASSES}, got {mae_pass!r}")
@@ -146,12 +158,12 @@ class ALMTokenizerGenerator(nn.Module):
         if not inference_only:
             self.mae_mask_token = nn.Parameter(mae_mask_token)
         self.encoder = TransformerStack(hidden_dim, encoder_layers, num_heads, ff_mult, dropout,
-                                        attention_bias=attention_bias)
+                                        attention_bias=attention_bias, local_layers=encoder_local_layers)
         self.quantizer = ResidualVQ(hidden_dim, codebook_dim, codebook_size, n_q,
                                     codebook_init, codebook_frozen, codebook_input_norm)
         self.decoder_mask_token = nn.Parameter(torch.randn(hidden_dim) * 0.02)
         self.decoder = TransformerStack(hidden_dim, decoder_layers, num_heads, ff_mult, dropout,
-                                        attention_bias=attention_bias)
+                                        attention_bias=attention_bias, local_layers=decoder_local_layers)
         self.depatchify = DePatchify(hidden_dim, patch_channels, tuple(reversed(patch_strides)))
         # frames of context that make blockwise conv passes equal whole-clip ones (long audio)
         self.patchify_margin = downsampling_margin_frames(self.patchify, self.hop_length)
@@ -185,13 +197,16 @@ class ALMTokenizerGenerator(nn.Module):
         frames = (lengths + self.hop_length - 1) // self.hop_length
         return frames, (frames + window - 1) // window
 
-    def patchify_frames(self, wav: torch.Tensor, n_frames: int) -> torch.Tensor:
+    def patchify_frames(self, wav: torch.Tensor, n_frames: int,
+                        frame_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``(B, 1, T_wav)`` -> frames ``(B, n_frames, C)``. A zero margin of
         ``pad_margin_frames`` lets the last frames see zeros past the clip, as they would
-        with padding after it: a clip's frames do not depend on the padding in its batch."""
+        with padding after it: a clip's frames do not depend on the padding in its batch.
+        ``frame_lengths`` ``(B,)``: each clip's real frames (what ``frame_norm: time`` learns
+        its statistics from in training)."""
         margin = self.pad_margin_frames * self.hop_length
         padded = nn.functional.pad(wav, (0, margin)) if margin else wav
-        return self.patchify(padded)[..., :n_frames].transpose(1, 2)
+        return self.patchify(padded, frame_lengths)[..., :n_frames].transpose(1, 2)
 
     def encode_frames(self, frames: torch.Tensor, window: int,
                       frame_lengths: Optional[torch.Tensor] = None):
@@ -200,22 +215,22 @@ class ALMTokenizerGenerator(nn.Module):
 
         ``frame_lengths`` ``(B,)`` marks the valid frames of each clip (attention padding).
         """
-        seq = interleave_queries(frames, self.query_token, window, self.query_shortcut)
+        seq = interleave_queries(frames, self.query_token, window, self.query_shortcut in (True, "encoder"))
         pad_mask = None
         if frame_lengths is not None:
             pad_mask = interleaved_padding_mask(frame_lengths, frames.shape[1] // window, window)
-        seq = self.encoder(seq, padding_mask=pad_mask)
+        seq = self.encoder(seq, padding_mask=pad_mask, group_size=window + 1)
         return retrieve_queries(seq, window), retrieve_frames(seq, window)
 
     def decode_frames(self, quantized: torch.Tensor, window: int,
                       token_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Quantized queries ``(B, N, C)`` -> decoder frame outputs ``(B, N * w, C)`` (the mask
         slots); ``token_lengths`` ``(B,)`` keeps padded tokens out of attention."""
-        seq = expand_with_masks(quantized, self.decoder_mask_token, window, self.query_shortcut)
+        seq = expand_with_masks(quantized, self.decoder_mask_token, window, self.query_shortcut in (True, "decoder"))
         pad_mask = None
         if token_lengths is not None:
             pad_mask = interleaved_padding_mask(token_lengths * window, quantized.shape[1], window)
-        return retrieve_mask_frames(self.decoder(seq, padding_mask=pad_mask), window)
+        return retrieve_mask_frames(self.decoder(seq, padding_mask=pad_mask, group_size=window + 1), window)
 
     def decode_latents(self, quantized: torch.Tensor, window: int,
                        token_lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -256,7 +271,7 @@ class ALMTokenizerGenerator(nn.Module):
         if use_mae and self.mae_mask_ratio > 0:
             frame_mask = mae_mask if mae_mask is not None else random_frame_mask(
                 b, n_frames, self.mae_mask_ratio, wav.device, mae_generator, lengths=frame_len)
-        frames = self.patchify_frames(wav, n_frames)  # (B, T, C)
+        frames = self.patchify_frames(wav, n_frames, frame_len)  # (B, T, C)
         masked = None
         if frame_mask is not None:
             masked = torch.where(frame_mask.unsqueeze(-1), self.mae_mask_token.to(frames.dtype), frames)

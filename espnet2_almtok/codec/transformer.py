@@ -1,5 +1,5 @@
 """Pre-norm Transformer stack over ``(B, T, C)`` with sinusoidal positions (and, optionally, an
-ALiBi distance bias on the attention logits)."""
+ALiBi distance bias on the attention logits, or group-local attention in the first layers)."""
 
 import math
 from typing import Optional
@@ -45,15 +45,25 @@ class TransformerStack(nn.Module):
         attention_bias: ``"none"`` (positions from the sinusoidal table only) or ``"alibi"``
             (also a per-head penalty on attention that grows with distance: every position
             starts out attending to its neighbourhood; ours, the paper does not say).
+        local_layers: the first ``local_layers`` layers attend only within each position's
+            group of ``group_size`` consecutive positions (given to :meth:`forward`; the
+            interleaved window of the query layout); the layers above attend everywhere.
+            Parameter-free (an attention mask); ours, the paper does not say. With no
+            ``group_size`` every layer attends everywhere.
     """
 
     def __init__(self, dim: int, num_layers: int, num_heads: int, ff_mult: int = 4,
-                 dropout: float = 0.0, causal: bool = False, attention_bias: str = "none"):
+                 dropout: float = 0.0, causal: bool = False, attention_bias: str = "none",
+                 local_layers: int = 0):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
         if attention_bias not in ATTENTION_BIASES:
             raise ValueError(f"attention_bias={attention_bias!r}: choose one of {ATTENTION_BIASES}")
+        if isinstance(local_layers, bool) or not isinstance(local_layers, int) or not 0 <= local_layers <= num_layers:
+            raise ValueError(f"local_layers must be an integer from 0 to num_layers={num_layers}, got {local_layers!r}")
+        if local_layers and causal:
+            raise ValueError("local_layers is for the bidirectional query Transformers, not a causal stack")
         layer = nn.TransformerEncoderLayer(
             dim, num_heads, dim * ff_mult, dropout=dropout, activation="gelu",
             batch_first=True, norm_first=True,
@@ -63,10 +73,15 @@ class TransformerStack(nn.Module):
         self.causal = causal
         self.num_heads = num_heads
         self.attention_bias = attention_bias
+        self.local_layers = local_layers
 
-    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``x``: ``(B, T, C)``; ``padding_mask``: ``(B, T)`` True at padding. Returns ``(B, T, C)``."""
+    def forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
+                group_size: Optional[int] = None) -> torch.Tensor:
+        """``x``: ``(B, T, C)``; ``padding_mask``: ``(B, T)`` True at padding; ``group_size``:
+        the groups of the local layers (``T`` a multiple of it). Returns ``(B, T, C)``."""
         t = x.shape[1]
+        if self.local_layers and group_size is not None:
+            return self._forward_local(x, padding_mask, group_size)
         x = x + sinusoidal_positions(t, x.shape[2], x.device, x.dtype)
         attn_mask = None
         if self.causal:
@@ -81,4 +96,31 @@ class TransformerStack(nn.Module):
                 padding_mask = torch.zeros_like(padding_mask, dtype=x.dtype).masked_fill(padding_mask, float("-inf"))
         x = self.layers(x, mask=attn_mask, src_key_padding_mask=padding_mask,
                         is_causal=self.causal and self.attention_bias == "none")
+        return self.norm(x)
+
+    def _forward_local(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor], group_size: int) -> torch.Tensor:
+        """The first ``local_layers`` layers with a block-diagonal mask of ``group_size`` blocks,
+        the rest as :meth:`forward`'s layers. The local layers take no padding mask: a group is
+        padding as a whole or not at all, so a real group never sees padding there."""
+        t = x.shape[1]
+        if t % group_size:
+            raise ValueError(f"sequence length {t} is not a multiple of the group size {group_size}")
+        x = x + sinusoidal_positions(t, x.shape[2], x.device, x.dtype)
+        group = torch.arange(t, device=x.device) // group_size
+        local = group.unsqueeze(0) != group.unsqueeze(1)  # (T, T) True = not attended
+        if self.attention_bias == "alibi":
+            local = alibi_bias(t, self.num_heads, x.device, x.dtype).masked_fill(local, float("-inf"))
+            local = local.repeat(x.shape[0], 1, 1)
+        rest = None
+        if self.attention_bias == "alibi":
+            rest = alibi_bias(t, self.num_heads, x.device, x.dtype).repeat(x.shape[0], 1, 1)
+        if padding_mask is not None:
+            padding_mask = padding_mask.to(torch.bool)
+            if rest is not None:
+                padding_mask = torch.zeros_like(padding_mask, dtype=x.dtype).masked_fill(padding_mask, float("-inf"))
+        for i, layer in enumerate(self.layers.layers):
+            if i < self.local_layers:
+                x = layer(x, src_mask=local)
+            else:
+                x = layer(x, src_mask=rest, src_key_padding_mask=padding_mask)
         return self.norm(x)

@@ -63,10 +63,26 @@ def test_unknown_mae_pass_is_refused_with_the_choices():
         tiny_generator(mae_pass="twice")
 
 
-@pytest.mark.parametrize("value", ["false", 1, None])
+@pytest.mark.parametrize("value", ["false", 1, None, "both"])
 def test_query_shortcut_that_is_not_a_bool_is_refused(value):
     with pytest.raises(ValueError, match="query_shortcut must be true or false"):
         tiny_generator(query_shortcut=value)
+
+
+def test_one_sided_query_shortcut_changes_that_side_only():
+    torch.manual_seed(0)
+    frames, queries = torch.randn(1, 8, 32), torch.randn(1, 2, 32)
+    outs = {}
+    for side in (False, "encoder", "decoder", True):
+        torch.manual_seed(1)
+        gen = tiny_generator(query_shortcut=side)
+        with torch.no_grad():
+            outs[side] = gen.encode_frames(frames, 4)[0], gen.decode_frames(queries, 4)
+    same = lambda a, b: torch.allclose(a, b, atol=1e-6)
+    assert not same(outs["encoder"][0], outs[False][0]) and same(outs["encoder"][0], outs[True][0])
+    assert same(outs["encoder"][1], outs[False][1])
+    assert same(outs["decoder"][0], outs[False][0]) and same(outs["decoder"][1], outs[True][1])
+    assert not same(outs["decoder"][1], outs[False][1])
 
 
 def test_untrained_window_is_rejected_with_the_supported_list():
