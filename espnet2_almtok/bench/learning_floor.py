@@ -101,16 +101,18 @@ def mel_distance(generator, clips: List[torch.Tensor], path: str, window: int = 
 
 def train(generator, codec, sampler, dev: List[torch.Tensor], path: str, cpu_seconds: float, lr: float,
           points: int = 4, seed: int = 0, window: Optional[int] = None, mae: bool = False,
-          mae_loss: bool = False) -> List[Dict[str, float]]:
+          mae_loss: bool = False, betas=(0.5, 0.9), warmup_steps: int = 0) -> List[Dict[str, float]]:
     """Reconstruction-only training for ``cpu_seconds`` of CPU time; the dev mel distance at the
     start and after each of ``points`` equal chunks (evaluations not counted). ``window``: train
     and score at this w only (default: w sampled from the model's windows per step, scored at 4);
     ``mae``: train with the encoder input MAE-masked (scored clean); ``mae_loss``: add the MAE
-    loss (weight 1, the recipe's ``lambda_mae``)."""
+    loss (weight 1, the recipe's ``lambda_mae``); ``betas``: Adam's; ``warmup_steps``: a linear
+    per-step warm-up of the learning rate from 0 (then constant)."""
     rng = np.random.default_rng(seed)
     windows = [generator.check_window(window)] if window else generator.windows
     score_window = window or 4
-    opt = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=lr, betas=(0.5, 0.9))
+    opt = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=lr, betas=tuple(betas))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps else 1.0)
     curve = [{"steps": 0, "cpu_s": 0.0, "dev_mel": mel_distance(generator, dev, path, score_window)}]
     steps, used = 0, 0.0
     generator.train()
@@ -125,6 +127,7 @@ def train(generator, codec, sampler, dev: List[torch.Tensor], path: str, cpu_sec
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sched.step()
             steps += 1
         used += time.process_time() - t0
         curve.append({"steps": steps, "cpu_s": used, "dev_mel": mel_distance(generator, dev, path, score_window)})
@@ -140,15 +143,27 @@ def main(argv=None) -> None:
     p.add_argument("--window", type=int, default=None, help="train and score at this w only (default: sampled per step, scored at 4)")
     p.add_argument("--attention_bias", choices=ATTENTION_BIASES, default=None,
                    help="override the generator's attention_bias (codec/transformer.py)")
-    p.add_argument("--query_shortcut", action="store_true",
-                   help="turn on the generator's query_shortcut (codec/query.py: each query's own frames reach it without attention)")
+    p.add_argument("--query_shortcut", nargs="?", const="both", choices=("both", "encoder", "decoder"), default=None,
+                   help="turn on the generator's query_shortcut (codec/query.py: each query's own frames reach it "
+                        "without attention), on both sides (no value) or one")
     p.add_argument("--mae", action="store_true",
                    help="train with the encoder input MAE-masked (generator mae_mask_ratio; path vq only), as stage 1 does")
     p.add_argument("--mae_loss", action="store_true", help="with --mae: also train on the MAE loss (weight 1)")
     p.add_argument("--mae_pass", choices=MAE_PASSES, default="shared",
                    help="with --mae: the generator's mae_pass (shared: the masked pass is also decoded; "
                         "separate: a second, masked encoder pass feeds only the MAE loss)")
+    p.add_argument("--frame_norm", choices=("time", "layer", "none"), default=None,
+                   help="override the generator's frame_norm (codec/patchify.py)")
+    p.add_argument("--encoder_local_layers", type=int, default=None,
+                   help="override the generator's encoder_local_layers (first layers attend within each window group)")
+    p.add_argument("--decoder_local_layers", type=int, default=None,
+                   help="override the generator's decoder_local_layers")
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--betas", type=float, nargs=2, default=(0.5, 0.9), help="Adam's betas")
+    p.add_argument("--warmup_steps", type=int, default=0, help="linear per-step LR warm-up (0: none)")
+    p.add_argument("--crop_s", type=float, default=0.5, help="training crop length (s)")
+    p.add_argument("--batch", type=int, default=4, help="training crops per step")
+    p.add_argument("--seed", type=int, default=0, help="weights, crops and window draws")
     p.add_argument("--dev_clips", type=int, default=8, help="English speech clips of dev/ scored")
     p.add_argument("--output", type=Path, default=None, help="also write the curve here (JSON)")
     args = p.parse_args(argv)
@@ -168,10 +183,14 @@ def main(argv=None) -> None:
     if args.attention_bias:
         generator_overrides["attention_bias"] = args.attention_bias
     if args.query_shortcut:
-        generator_overrides["query_shortcut"] = True
+        generator_overrides["query_shortcut"] = True if args.query_shortcut == "both" else args.query_shortcut
     if args.mae_pass != "shared":
         generator_overrides["mae_pass"] = args.mae_pass
-    cut, train_clips = C.almtok_for_diagnosis(args.data_dir, args.work_dir, generator_overrides=generator_overrides)
+    for key in ("frame_norm", "encoder_local_layers", "decoder_local_layers"):
+        if getattr(args, key) is not None:
+            generator_overrides[key] = getattr(args, key)
+    cut, train_clips = C.almtok_for_diagnosis(args.data_dir, args.work_dir, generator_overrides=generator_overrides,
+                                              seed=args.seed)
     dev = [c.wav for c in C.english_speech(C.load_dir(args.data_dir / "dev"))[: args.dev_clips]]
     if not dev:
         raise ValueError(f"{args.data_dir}/dev has no English speech clip (utt2category speech, utt2lang en)")
@@ -179,16 +198,22 @@ def main(argv=None) -> None:
     scale = {name: float(np.mean([scorer.mel_distance(c, f(c)) for c in dev])) for name, f in degradations().items()}
     for name, v in scale.items():
         print(f"original, {name}: dev mel {v:.3f}", flush=True)
-    curve = train(cut.codec.generator, cut.codec, C.CropSampler(train_clips, 4, 0.5, 0), dev, args.path,
-                  args.cpu_minutes * 60, args.lr, window=args.window, mae=args.mae,
-                  mae_loss=args.mae_loss)
+    curve = train(cut.codec.generator, cut.codec, C.CropSampler(train_clips, args.batch, args.crop_s, args.seed), dev,
+                  args.path, args.cpu_minutes * 60, args.lr, seed=args.seed, window=args.window, mae=args.mae,
+                  mae_loss=args.mae_loss, betas=args.betas, warmup_steps=args.warmup_steps)
     for c in curve:
         print(f"{args.path}: step {c['steps']}, {c['cpu_s']:.0f} CPU-s, dev mel {c['dev_mel']:.3f}", flush=True)
     if args.output:
         atomic_write_text(args.output, json.dumps({"path": args.path, "window": args.window,
                                                    "attention_bias": args.attention_bias,
                                                    "query_shortcut": args.query_shortcut, "mae": args.mae,
-                                                   "mae_loss": args.mae_loss, "mae_pass": args.mae_pass, "lr": args.lr, "degradations": scale,
+                                                   "mae_loss": args.mae_loss, "mae_pass": args.mae_pass, "lr": args.lr,
+                                                   "frame_norm": args.frame_norm,
+                                                   "encoder_local_layers": args.encoder_local_layers,
+                                                   "decoder_local_layers": args.decoder_local_layers,
+                                                   "betas": list(args.betas), "warmup_steps": args.warmup_steps,
+                                                   "crop_s": args.crop_s, "batch": args.batch, "seed": args.seed,
+                                                   "degradations": scale,
                                                    "curve": curve}, indent=2))
 
 
