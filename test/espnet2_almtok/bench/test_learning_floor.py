@@ -104,3 +104,22 @@ def test_mae_options_that_train_nothing_are_refused(args, message, capsys):
     with pytest.raises(SystemExit):  # refused before any data or priors are loaded
         main(["--data_dir", "/nonexistent"] + args)
     assert message in capsys.readouterr().err
+
+
+def test_warmup_and_betas_reach_the_optimizer(codec, monkeypatch):
+    """``--warmup_steps`` ramps the learning rate per step, ``--betas`` are Adam's."""
+    from espnet2_almtok.bench import learning_floor
+
+    seen = []
+    real_step = torch.optim.Adam.step
+
+    def step(self, *a, **kw):
+        seen.append((self.param_groups[0]["lr"], self.param_groups[0]["betas"]))
+        return real_step(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    clip = speechlike(0.3)
+    learning_floor.train(codec.generator, codec, lambda: clip.view(1, -1), [clip], "conv", cpu_seconds=1.0,
+                         lr=1e-3, points=1, betas=(0.9, 0.98), warmup_steps=100)
+    assert len(seen) >= 3 and all(b == (0.9, 0.98) for _, b in seen)
+    assert [lr for lr, _ in seen[:3]] == pytest.approx([1e-5, 2e-5, 3e-5])
