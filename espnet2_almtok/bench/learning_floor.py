@@ -29,7 +29,8 @@ AR: the cheapest objective, about 4x the steps of a G+D step per CPU-second) alo
   de-patchify (no Transformer, no quantizer): the token rate's time bottleneck alone.
 
 It prints the mel distance (``recipe.score``'s, lower is better) of that path's output on
-English dev clips at w = 4 (or ``--window``) after each quarter of the budget, beside the same distance for
+English dev clips at w = 4 (or ``--window``) after each quarter of the budget (with how much the
+patchified frames and the query outputs still vary across time: :func:`spreads`), beside the same distance for
 simple degradations of the original (half amplitude, a 9-tap moving average, white noise at
 0.01): a scale for what the numbers mean. What it answers: whether a short CPU budget is
 limited by the quantizer, the Transformer or the waveform convolutions themselves.
@@ -99,6 +100,24 @@ def mel_distance(generator, clips: List[torch.Tensor], path: str, window: int = 
     return float(np.mean(d))
 
 
+def spreads(generator, clip: torch.Tensor, window: int = 4) -> Dict[str, float]:
+    """How much of the input survives the front end and the encoder, on one ``(T,)`` clip: the
+    spread across time of the patchified frames (``frames``, after the frame norm) and of the
+    encoder's query outputs (``queries``), each as the mean distance of a frame / query from their
+    mean over the clip, divided by the norm of that mean (0: the same vector everywhere)."""
+    def spread(x: torch.Tensor) -> float:  # (1, T, C)
+        mean = x.mean(1, keepdim=True)
+        return float((x - mean).norm(dim=-1).mean() / mean.norm().clamp(min=1e-12))
+
+    generator.eval()
+    with torch.no_grad():
+        x = generator.pad_to_window(clip.view(1, 1, -1), window)
+        frames = generator.patchify_frames(x, x.shape[-1] // generator.hop_length)
+        queries = generator.encode_frames(frames, window)[0]
+    generator.train()
+    return {"frames": spread(frames), "queries": spread(queries)}
+
+
 def train(generator, codec, sampler, dev: List[torch.Tensor], path: str, cpu_seconds: float, lr: float,
           points: int = 4, seed: int = 0, window: Optional[int] = None, mae: bool = False,
           mae_loss: bool = False, betas=(0.5, 0.9), warmup_steps: int = 0) -> List[Dict[str, float]]:
@@ -113,7 +132,11 @@ def train(generator, codec, sampler, dev: List[torch.Tensor], path: str, cpu_sec
     score_window = window or 4
     opt = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=lr, betas=tuple(betas))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps else 1.0)
-    curve = [{"steps": 0, "cpu_s": 0.0, "dev_mel": mel_distance(generator, dev, path, score_window)}]
+    def record(steps: int, used: float) -> Dict:
+        return {"steps": steps, "cpu_s": used, "dev_mel": mel_distance(generator, dev, path, score_window),
+                "spread": spreads(generator, dev[0], score_window)}
+
+    curve = [record(0, 0.0)]
     steps, used = 0, 0.0
     generator.train()
     for point in range(1, points + 1):
@@ -130,7 +153,7 @@ def train(generator, codec, sampler, dev: List[torch.Tensor], path: str, cpu_sec
             sched.step()
             steps += 1
         used += time.process_time() - t0
-        curve.append({"steps": steps, "cpu_s": used, "dev_mel": mel_distance(generator, dev, path, score_window)})
+        curve.append(record(steps, used))
     return curve
 
 
@@ -202,7 +225,8 @@ def main(argv=None) -> None:
                   args.path, args.cpu_minutes * 60, args.lr, seed=args.seed, window=args.window, mae=args.mae,
                   mae_loss=args.mae_loss, betas=args.betas, warmup_steps=args.warmup_steps)
     for c in curve:
-        print(f"{args.path}: step {c['steps']}, {c['cpu_s']:.0f} CPU-s, dev mel {c['dev_mel']:.3f}", flush=True)
+        print(f"{args.path}: step {c['steps']}, {c['cpu_s']:.0f} CPU-s, dev mel {c['dev_mel']:.3f}, spread across time "
+              f"of the frames {c['spread']['frames']:.3f}, of the queries {c['spread']['queries']:.3f}", flush=True)
     if args.output:
         atomic_write_text(args.output, json.dumps({"path": args.path, "window": args.window,
                                                    "attention_bias": args.attention_bias,

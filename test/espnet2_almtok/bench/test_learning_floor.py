@@ -1,6 +1,8 @@
 """bench/learning_floor: each path reconstructs at the input's shape, and its training lowers the
 mel distance on the clip it trains on."""
 
+import copy
+
 import pytest
 import torch
 import yaml
@@ -68,10 +70,15 @@ def test_mae_training_masks_the_encoder_input_of_the_whole_generator_only(codec)
 
     wav = torch.randn(1, 1, 7000) * 0.1
     torch.manual_seed(1)
+    start = copy.deepcopy(codec.generator)  # each pass from the same codebook-input statistics
     clean, _, no_mae = reconstruct(codec.generator, wav, 4, "vq")
-    masked, _, mae = reconstruct(codec.generator, wav, 4, "vq", mae=True)
-    assert masked.shape == wav.shape and not torch.allclose(clean, masked)
-    assert no_mae.item() == 0.0 and mae > 0
+    for mae_pass in ("shared", "separate"):
+        generator = copy.deepcopy(start)
+        generator.mae_pass = mae_pass
+        masked, _, mae = reconstruct(generator, wav, 4, "vq", mae=True)
+        # shared: the masked pass is the one decoded; separate: it only feeds the MAE loss
+        assert masked.shape == wav.shape and torch.allclose(clean, masked, atol=1e-6) == (mae_pass == "separate")
+        assert no_mae.item() == 0.0 and mae > 0
     with pytest.raises(ValueError, match="path vq"):
         reconstruct(codec.generator, wav, 4, "conv", mae=True)
     with pytest.raises(SystemExit):  # refused before any data or priors are loaded
@@ -119,7 +126,22 @@ def test_warmup_and_betas_reach_the_optimizer(codec, monkeypatch):
 
     monkeypatch.setattr(torch.optim.Adam, "step", step)
     clip = speechlike(0.3)
-    learning_floor.train(codec.generator, codec, lambda: clip.view(1, -1), [clip], "conv", cpu_seconds=1.0,
+    learning_floor.train(codec.generator, codec, lambda: clip.view(1, -1), [clip], "conv", cpu_seconds=4.0,
                          lr=1e-3, points=1, betas=(0.9, 0.98), warmup_steps=100)
     assert len(seen) >= 3 and all(b == (0.9, 0.98) for _, b in seen)
     assert [lr for lr, _ in seen[:3]] == pytest.approx([1e-5, 2e-5, 3e-5])
+
+
+def test_spreads_are_zero_for_a_constant_front_end_and_recorded_on_the_curve(codec):
+    from espnet2_almtok.bench.learning_floor import spreads, train
+
+    clip = speechlike(0.5)
+    s = spreads(codec.generator, clip)
+    assert s["frames"] > 0.01 and s["queries"] > 0.01
+    last = codec.generator.patchify.net[-1]
+    with torch.no_grad():  # a stem that emits one frame whatever the audio
+        last.weight.zero_()
+        last.bias.normal_()
+    assert spreads(codec.generator, clip)["frames"] < 1e-5
+    curve = train(codec.generator, codec, lambda: clip.view(1, -1), [clip], "conv", cpu_seconds=0.5, lr=1e-3, points=1)
+    assert all(set(c["spread"]) == {"frames", "queries"} for c in curve)
