@@ -188,7 +188,7 @@ def _as_dtype(dtype) -> torch.dtype:
 
 
 @contextlib.contextmanager
-def _extracted(path: Path, model_file: Optional[Union[str, Path]]):
+def extracted_model(path: Path, model_file: Optional[Union[str, Path]]):
     """-> (config.yaml, model file, the model file's name for messages) of an exp dir, or of a
     packed zip extracted (those two files only) into a temporary directory that is removed when
     the block ends, whatever happens."""
@@ -213,11 +213,24 @@ REPACK_ADVICE = ("re-download the model or re-pack it (python -m espnet2_almtok.
                  "stage 9) from the exp dir")
 
 
+MAX_YAML_BYTES = 16 << 20    # meta.yaml / config.yaml in a packed zip (ours are a few kB)
+MAX_MEMBER_BYTES = 64 << 30  # any extracted member (the paper-size model's weights are ~1 GB)
+
+
+def read_zip_yaml(zf: zipfile.ZipFile, path: Path, name: str):
+    """``yaml.safe_load`` of member ``name``, refused past :data:`MAX_YAML_BYTES`."""
+    size = zf.getinfo(name).file_size
+    if size > MAX_YAML_BYTES:
+        raise ValueError(f"{path}: member {name} is {size} bytes, over the {MAX_YAML_BYTES} a YAML file of a packed "
+                         f"model may have; {REPACK_ADVICE}")
+    return yaml.safe_load(zf.read(name))
+
+
 def packed_checksums(zf: zipfile.ZipFile, path: Path) -> Optional[dict]:
     """``{member: sha256}`` recorded in a packed zip's ``meta.yaml``, or None for a zip packed
     without checksums (older packs, other tools): those load with a warning."""
     try:
-        meta = yaml.safe_load(zf.read("meta.yaml")) if "meta.yaml" in zf.namelist() else None
+        meta = read_zip_yaml(zf, path, "meta.yaml") if "meta.yaml" in zf.namelist() else None
     except (zipfile.BadZipFile, zlib.error, yaml.YAMLError) as e:
         raise ValueError(f"{path}: its meta.yaml is corrupted ({e}); {REPACK_ADVICE}") from None
     sums = meta.get(CHECKSUM_KEY) if isinstance(meta, dict) else None
@@ -233,9 +246,17 @@ def packed_checksums(zf: zipfile.ZipFile, path: Path) -> Optional[dict]:
 
 def _extract_verified(zf: zipfile.ZipFile, path: Path, name: str, tmp: str, sums: Optional[dict]) -> Path:
     """Extract member ``name`` into ``tmp`` and check it against its recorded sha256 (``sums``;
-    None: unchecked). A corrupted or altered member is refused, naming the zip and the member."""
+    None: unchecked). A corrupted or altered member is refused, naming the zip and the member, and so
+    is a member over :data:`MAX_MEMBER_BYTES` (YAML: :data:`MAX_YAML_BYTES`). ``zipfile`` cleans the
+    name (no absolute path, no ``..``): the member lands under ``tmp``."""
+    size = zf.getinfo(name).file_size
+    limit = MAX_YAML_BYTES if name.endswith((".yaml", ".yml")) else MAX_MEMBER_BYTES
+    if size > limit:
+        raise ValueError(f"{path}: member {name} is {size} bytes, over the {limit} allowed; {REPACK_ADVICE}")
     try:
         out = Path(zf.extract(name, tmp))
+        if Path(tmp).resolve() not in out.resolve().parents:
+            raise ValueError(f"{path}: member {name} would be written outside the extraction directory; {REPACK_ADVICE}")
     except (zipfile.BadZipFile, zlib.error, EOFError) as e:
         raise ValueError(f"{path}: member {name} is corrupted ({e}); {REPACK_ADVICE}") from None
     if sums is None:
@@ -269,7 +290,7 @@ def _zip_members(zf: zipfile.ZipFile, path: Path, model_file) -> tuple:
     any zip with a ``*/config.yaml`` and the model file beside it. ``model_file`` is a member path
     or a file name beside the config."""
     names = zf.namelist()
-    meta = yaml.safe_load(zf.read("meta.yaml")) if "meta.yaml" in names else None
+    meta = read_zip_yaml(zf, path, "meta.yaml") if "meta.yaml" in names else None
     if isinstance(meta, dict) and isinstance(meta.get("yaml_files"), dict) and isinstance(meta.get("files"), dict):
         configs = [v for v in meta["yaml_files"].values() if str(v) in names]
         models = [v for v in meta["files"].values() if str(v).endswith(".pth") and str(v) in names]
@@ -342,7 +363,7 @@ class ALMTokenizer(torch.nn.Module):
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist; give an exp dir or a packed .zip")
-        with _extracted(path, model_file) as (config, weights, shown):
+        with extracted_model(path, model_file) as (config, weights, shown):
             conf = _read_config(config)
             codec_conf = dict(conf.get("codec_conf") or {})
             # The codebooks are in the weights: the prior .npy files are not needed (nor shipped).

@@ -27,9 +27,10 @@ differences, all in this module (nothing in ESPnet is patched):
   must be in the file, else it is refused (a trainer ``checkpoint.pth``, for instance: give a
   ``*.pth`` state dict). ``codebook_init`` is ignored (the codebooks are in the weights), so a
   moved exp dir or an unpacked zip loads without the semantic-prior files.
-- ``--model_tag``: a local packed zip (ESPnet's pack format, the recipe's stage 9) has its members
-  checked against the sha256 recorded at packing, then is unpacked with
-  ``espnet2.main_funcs.pack_funcs.unpack`` into a temporary directory, removed once the model is
+- ``--model_tag``: a local packed zip (ESPnet's pack format, the recipe's stage 9): its config and
+  model file only are extracted as ``ALMTokenizer.from_pretrained`` extracts them (member names
+  cleaned, nothing outside the zip, sizes capped, each checked against the sha256 recorded at
+  packing; not with ESPnet's ``unpack``, which writes members to unchecked paths) into a temporary directory, removed once the model is
   built; other tags go to ``espnet_model_zoo`` as in ESPnet. Without ``--model_file``, the best
   weights beside ``--train_config`` are used (``valid.mel_loss.best.pth``, ...).
 """
@@ -38,7 +39,6 @@ import argparse
 import copy
 import logging
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -202,14 +202,14 @@ class ALMTokAudioCoding(AudioCoding):
         if model_tag is None:
             return ALMTokAudioCoding(**kwargs)
         if Path(model_tag).is_file() and zipfile.is_zipfile(model_tag):
-            from espnet2.main_funcs.pack_funcs import unpack
+            from espnet2_almtok.api import extracted_model
 
-            from espnet2_almtok.api import verify_packed
-
-            verify_packed(model_tag)  # the sha256 of each member recorded at packing (recipe stage 9)
-            with tempfile.TemporaryDirectory(prefix="almtok_unpack_") as tmp:
-                files = unpack(model_tag, tmp)
-                kwargs.update(train_config=files["train_config"], model_file=files["model_file"])
+            # Not ESPnet's unpack, which writes every member meta.yaml lists to ``outpath / name``
+            # with the name unchecked ("../.." or an absolute path write anywhere): the config and
+            # the model file only, as from_pretrained extracts them (names cleaned, members of the
+            # zip only, sizes capped, sha256 checked), into a directory removed once built.
+            with extracted_model(Path(model_tag), kwargs.pop("model_file", None)) as (config, weights, _):
+                kwargs.update(train_config=str(config), model_file=str(weights))
                 return ALMTokAudioCoding(**kwargs)
         try:
             from espnet_model_zoo.downloader import ModelDownloader

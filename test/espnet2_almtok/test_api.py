@@ -282,3 +282,18 @@ def test_bfloat16_runs_the_networks_in_half_precision_and_the_codebook_search_in
     assert codes.shape == ref.encode(wav, 16000, window=4).shape
     with pytest.raises(ValueError, match="dtype must be one of"):
         ALMTokenizer.from_config(debug_config, dtype="int8")
+
+
+def test_an_oversized_yaml_member_of_a_packed_zip_is_refused_before_it_is_read(tmp_path):
+    """A zip bomb's meta.yaml (17 MiB that compress to kB) is refused by its declared size."""
+    import zipfile
+
+    from espnet2_almtok import ALMTokenizer
+
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("meta.yaml", " " * (17 << 20))
+        zf.writestr("exp/config.yaml", "codec: almtok\n")
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(ValueError, match=r"bomb.zip: member meta.yaml is 17825792 bytes, over the 16777216"):
+        ALMTokenizer.from_pretrained(path)

@@ -141,3 +141,36 @@ def test_a_model_file_missing_generator_weights_is_refused(exp, wav_scp, tmp_pat
 def test_an_untrained_window_is_refused(exp, wav_scp, tmp_path):
     with pytest.raises(ValueError, match="window"):
         espnet_codes(tmp_path / "out", wav_scp, "--train_config", str(exp / "config.yaml"), window=11)
+
+
+def test_a_packed_zip_naming_members_outside_its_directory_writes_nothing_there(exp, wav_scp, tmp_path):
+    """ESPnet's ``unpack`` writes each member ``meta.yaml`` lists to ``outpath / name`` unchecked: a
+    member named ``../../..<victim>`` (or an absolute path) with a correct sha256 replaced a file
+    anywhere (a ``.bashrc``: code execution at the next shell). ``--model_tag`` now extracts the
+    config and the model file only, with cleaned names: nothing is written outside, the model loads."""
+    import hashlib
+    import zipfile
+
+    from espnet2_almtok.recipe import pack
+
+    good = pack.pack(exp, tmp_path / "good.zip")
+    victims = [tmp_path / "victim" / "notes.yaml", tmp_path / "victim2" / "config.yaml"]
+    for victim in victims:
+        victim.parent.mkdir()
+    with zipfile.ZipFile(good) as zf:
+        meta = yaml.safe_load(zf.read("meta.yaml"))
+        members = {n: zf.read(n) for n in zf.namelist() if n != "meta.yaml"}
+    config_name = meta["yaml_files"]["train_config"]
+    for victim, name in ((victims[0], "../" * 16 + str(victims[0]).lstrip("/")), (victims[1], str(victims[1]))):
+        evil = dict(members)
+        evil[name] = evil.pop(config_name)
+        bad_meta = {**meta, "yaml_files": {"train_config": name}}
+        bad_meta["sha256"] = {n: hashlib.sha256(data).hexdigest() for n, data in evil.items()}
+        path = tmp_path / f"evil_{victim.parent.name}.zip"
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("meta.yaml", yaml.safe_dump(bad_meta))
+            for n, data in evil.items():
+                zf.writestr(n, data)
+        codes, _ = espnet_codes(tmp_path / f"out_{victim.parent.name}", wav_scp, "--model_tag", str(path))
+        assert sorted(codes) == ["long", "short"]
+        assert not victim.exists(), f"{path} wrote {victim}"
