@@ -89,9 +89,9 @@ def test_stage2_with_another_generator_than_stage1_is_refused_before_training(de
     for d in ("codec_train_almtok_debug_stage1", "semantic_prior"):
         shutil.copytree(recipe / "exp" / d, other / d)
     bad = run_recipe(recipe, "--stage", "6", "--stop_stage", "6", "--expdir", other.name,
-                     "--stage2_args", "--codec_conf generator_params.query_shortcut=true", check=False)
+                     "--stage2_args", "--codec_conf generator_params.query_shortcut=false", check=False)
     assert bad.returncode != 0
-    assert "stage 2's generator is not stage 1's" in bad.stderr and "query_shortcut: False -> True" in bad.stderr
+    assert "stage 2's generator is not stage 1's" in bad.stderr and "query_shortcut: True -> False" in bad.stderr
     assert not (other / "codec_train_almtok_debug_stage2" / "train.log").exists()  # nothing trained
 
 
