@@ -26,6 +26,6 @@ def test_clips_coded_alike_are_counted_over_their_common_length():
     usage = code_usage([a, prefix, other], 10)
     assert usage["clips"] == 3 and usage["clip_pairs"] == 3 and usage["same_first_pairs"] == 1
     assert "1 of 3 clip pairs share their first-codebook sequence" in describe(usage)
-    assert code_usage([np.array(a)], 10)["same_first_pairs"] == 0  # numpy codes (read from an ark) work too
+    assert code_usage([a.numpy()], 10)["same_first_pairs"] == 0  # numpy codes (read from an ark) work too
     with pytest.raises(ValueError, match="at least one clip"):
         code_usage([], 10)
