@@ -108,12 +108,11 @@ class TransformerStack(nn.Module):
         x = x + sinusoidal_positions(t, x.shape[2], x.device, x.dtype)
         group = torch.arange(t, device=x.device) // group_size
         local = group.unsqueeze(0) != group.unsqueeze(1)  # (T, T) True = not attended
-        if self.attention_bias == "alibi":
-            local = alibi_bias(t, self.num_heads, x.device, x.dtype).masked_fill(local, float("-inf"))
-            local = local.repeat(x.shape[0], 1, 1)
         rest = None
-        if self.attention_bias == "alibi":
-            rest = alibi_bias(t, self.num_heads, x.device, x.dtype).repeat(x.shape[0], 1, 1)
+        if self.attention_bias == "alibi":  # (B * H, T, T) float masks, batch-major
+            bias = alibi_bias(t, self.num_heads, x.device, x.dtype)
+            local = bias.masked_fill(local, float("-inf")).repeat(x.shape[0], 1, 1)
+            rest = bias.repeat(x.shape[0], 1, 1)
         if padding_mask is not None:
             padding_mask = padding_mask.to(torch.bool)
             if rest is not None:
