@@ -13,6 +13,11 @@ import torch
 from torch import nn
 
 
+def _real_items(z: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """``(B, N, D)`` -> its real items ``(n, D)`` (``mask`` ``(B, N)`` True at them; all without one)."""
+    return z[mask] if mask is not None else z.reshape(-1, z.shape[-1])
+
+
 class RunningStandardize(nn.Module):
     """Standardise ``(B, N, D)`` per dimension ``D`` over its real items (``mask``), then give
     it ``target_mean`` / ``target_std`` per dimension (default 0 / 1).
@@ -49,7 +54,7 @@ class RunningStandardize(nn.Module):
     @torch.no_grad()
     def update(self, z: torch.Tensor, mask: Optional[torch.Tensor] = None) -> None:
         """Move the running estimates towards the statistics of ``z``'s real items (all ranks')."""
-        real = (z[mask] if mask is not None else z.reshape(-1, z.shape[-1])).detach().double()
+        real = _real_items(z, mask).detach().double()
         stats = torch.cat([real.new_tensor([real.shape[0]]), real.sum(0), real.pow(2).sum(0)])
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(stats)
@@ -72,7 +77,7 @@ class RunningStandardize(nn.Module):
             self.update(z, mask)  # the very first batch: no estimates yet to normalise with
         out = self._normalise(z, self.running_mean, self.running_var)
         if train:
-            real = z[mask] if mask is not None else z.reshape(-1, z.shape[-1])
+            real = _real_items(z, mask)
             if real.shape[0] > 1:  # the value is the running estimates', the gradient BatchNorm's
                 batch = self._normalise(z, real.mean(0), real.var(0, unbiased=False))
                 out = batch + (out - batch).detach()
