@@ -293,11 +293,10 @@ class ALMTokenizerGenerator(nn.Module):
         return dict(resyn=resyn, codes=codes, commit=commit, codebook=cb_loss, mae=mae, ar=ar)
 
     def quantize(self, queries: torch.Tensor, n_q: Optional[int] = None) -> torch.Tensor:
-        """Query outputs ``(B, N, C)`` -> codes ``(B, n_q, N)``. The nearest-codebook search runs
-        in float32 even under autocast (bf16/fp16 inference), so precision only enters through
+        """Query outputs ``(B, N, C)`` -> codes ``(B, n_q, N)``. The quantizer runs in float32
+        even under autocast (bf16/fp16), in training as here, so precision only enters through
         the encoder's output."""
-        with torch.autocast(queries.device.type, enabled=False):
-            return self.quantizer(queries.float(), n_q=n_q)[1]
+        return self.quantizer(queries, n_q=n_q)[1]
 
     def _context_tokens(self, chunking: Optional[ChunkingConfig], window: int) -> Optional[int]:
         return None if chunking is None else chunking.groups(self.frame_rate, window)[0]

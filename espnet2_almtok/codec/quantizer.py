@@ -161,8 +161,16 @@ class ResidualVQ(nn.Module):
         quantizes: its value is the codebook vector ``c_k`` and its gradient goes to the encoder
         (the AR loss along depth trains through it). ``mask`` ``(B, N)`` (True = a real token)
         keeps padded tokens out of the losses.
+
+        It runs in float32 under autocast too (bf16/fp16 training and inference alike): the
+        projection, the norm, the nearest-code search and the VQ losses, so the codes of a
+        training step are the codes inference gives (under bf16 a few % of the nearest-code
+        choices flip otherwise).
         """
-        n_q = self.check_n_q(n_q)
+        with torch.autocast(h.device.type, enabled=False):
+            return self._forward(h.float(), self.check_n_q(n_q), mask)
+
+    def _forward(self, h: torch.Tensor, n_q: int, mask: Optional[torch.Tensor]):
         z = self.project_in(h)
         if self.input_norm is not None:
             z = self.input_norm(z, mask, update=self.project_in.weight.requires_grad)

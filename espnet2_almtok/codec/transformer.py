@@ -2,6 +2,7 @@
 ALiBi distance bias on the attention logits, or group-local attention in the first layers)."""
 
 import math
+from contextlib import contextmanager
 from typing import Optional
 
 import torch
@@ -33,6 +34,22 @@ def alibi_bias(length: int, num_heads: int, device=None, dtype=None) -> torch.Te
     dist = (pos.unsqueeze(0) - pos.unsqueeze(1)).abs()
     bias = -alibi_slopes(num_heads).to(device).view(-1, 1, 1) * dist
     return bias.to(dtype) if dtype is not None else bias
+
+
+@contextmanager
+def no_fastpath_under_autocast(device_type: str):
+    """PyTorch's Transformer fast path (taken without grad, in eval) ignores CPU autocast: under
+    bf16 autocast on a CPU an inference pass then computed other values than a training pass
+    (a few % of the codes differed). Under autocast on any device this turns the fast path off
+    for the call, so training and inference run the same layers (on CUDA, PyTorch already does)."""
+    if not (torch.is_autocast_enabled(device_type) and torch.backends.mha.get_fastpath_enabled()):
+        yield
+        return
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(True)
 
 
 class TransformerStack(nn.Module):
@@ -79,7 +96,13 @@ class TransformerStack(nn.Module):
                 group_size: Optional[int] = None) -> torch.Tensor:
         """``x``: ``(B, T, C)``; ``padding_mask``: ``(B, T)`` True at padding; ``group_size``:
         the groups of the local layers (``T`` a multiple of it). Returns ``(B, T, C)``."""
+        with no_fastpath_under_autocast(x.device.type):
+            return self._forward(x, padding_mask, group_size)
+
+    def _forward(self, x: torch.Tensor, padding_mask: Optional[torch.Tensor], group_size: Optional[int]) -> torch.Tensor:
         t = x.shape[1]
+        if padding_mask is not None and not bool(padding_mask.any()):
+            padding_mask = None  # nothing padded: no mask, so SDPA may pick its fused (flash) kernel
         if self.local_layers and group_size is not None:
             return self._forward_local(x, padding_mask, group_size)
         x = x + sinusoidal_positions(t, x.shape[2], x.device, x.dtype)
