@@ -19,6 +19,7 @@ training does (drawn from a fixed seed, so every epoch sees the same masks).
 
 import copy
 import random
+import weakref
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -168,9 +169,18 @@ class ALMTokenizerCodec(AbsGANCodec):
             return self._forward_generator(audio, audio_lengths)
         return self._forward_discriminator(audio, audio_lengths)
 
-    def _generate(self, audio: torch.Tensor, lengths: Optional[torch.Tensor]):
+    def _generate(self, audio: torch.Tensor, lengths: Optional[torch.Tensor], turn: str):
+        """The generator pass of this batch: computed, or reused from the other turn.
+
+        In training the two turns of a step share one pass (ESPnet's cache: the second turn
+        reuses the first's). In validation too, but only for the very tensor the cached pass
+        was made from (eval passes are deterministic), so the generator runs once per
+        validation batch and a lone call never gets another batch's output. Only the other
+        turn reuses a pass: two calls of one turn each run the generator."""
         if self.cache_generator_outputs and self._cache is not None:
-            return self._cache, True
+            if self._cached_for(audio, lengths, turn):
+                return self._cache, True
+            self._cache = None
         window = random.choice(self.generator.windows) if self.training else self.inference_window
         mae_generator = None
         if not self.training and self.use_mae_loss:
@@ -179,21 +189,39 @@ class ALMTokenizerCodec(AbsGANCodec):
                              use_ar=self.use_ar_loss, lengths=lengths,
                              mae_generator=mae_generator)
         out["window"] = window
-        if self.training and self.cache_generator_outputs:
+        if self.cache_generator_outputs:
             self._cache = out
+            self._cache_key = (turn, "train") if self.training else (
+                turn, weakref.ref(audio), audio._version, None if lengths is None else weakref.ref(lengths))
         return out, False
 
+    def _cached_for(self, audio: torch.Tensor, lengths: Optional[torch.Tensor], turn: str) -> bool:
+        """Whether the cached pass serves this call of ``turn``: one made by the other turn, in
+        training a training pass; in validation a pass of the same ``audio``/``lengths`` tensors."""
+        key = getattr(self, "_cache_key", None)
+        if key is None or key[0] == turn:
+            return False
+        if self.training or key[1] == "train":
+            return self.training and key[1] == "train"
+        cached_lengths = None if key[3] is None else key[3]()
+        return (key[1]() is audio and key[2] == audio._version and cached_lengths is lengths
+                and (lengths is None) == (key[3] is None))
+
     def _forward_generator(self, audio: torch.Tensor, lengths: Optional[torch.Tensor]) -> Dict[str, Any]:
-        out, reused = self._generate(audio, lengths)
+        out, reused = self._generate(audio, lengths, "generator")
         wav = audio.unsqueeze(1)
         resyn = out["resyn"]
         p_hat = self.discriminator(resyn)
         with torch.no_grad():
             p = self.discriminator(wav)
         lam = self.lambdas
+        with torch.autocast(wav.device.type, enabled=False):  # spectra in float32 under autocast
+            # (float16's mel-loss gradient is NaN: its log of tiny mel energies)
+            mel_loss = self.mel_loss(resyn.float(), wav.float())
+            stft_loss = self.stft_loss(resyn.float(), wav.float())
         terms = {
-            "mel_loss": lam["mel"] * self.mel_loss(resyn, wav),
-            "stft_loss": lam["stft"] * self.stft_loss(resyn, wav),
+            "mel_loss": lam["mel"] * mel_loss,
+            "stft_loss": lam["stft"] * stft_loss,
             "adv_loss": lam["adv"] * self.generator_adv_loss(p_hat),
             "commit_loss": lam["commit"] * out["commit"],
             "codebook_loss": lam["codebook"] * out["codebook"],
@@ -210,19 +238,19 @@ class ALMTokenizerCodec(AbsGANCodec):
         stats["window"] = float(out["window"])
         stats["loss"] = loss.item()
         loss, stats, weight = force_gatherable((loss, stats, audio.size(0)), loss.device)
-        if reused or not self.training:
+        if reused:
             self._cache = None
         return {"loss": loss, "stats": stats, "weight": weight, "optim_idx": 0}
 
     def _forward_discriminator(self, audio: torch.Tensor, lengths: Optional[torch.Tensor]) -> Dict[str, Any]:
-        out, reused = self._generate(audio, lengths)
+        out, reused = self._generate(audio, lengths, "discriminator")
         p_hat = self.discriminator(out["resyn"].detach())
         p = self.discriminator(audio.unsqueeze(1))
         real_loss, fake_loss = self.discriminator_adv_loss(p_hat, p)
         loss = real_loss + fake_loss
         stats = dict(discriminator_loss=loss.item(), real_loss=real_loss.item(), fake_loss=fake_loss.item())
         loss, stats, weight = force_gatherable((loss, stats, audio.size(0)), loss.device)
-        if reused or not self.training:
+        if reused:
             self._cache = None
         return {"loss": loss, "stats": stats, "weight": weight, "optim_idx": 1}
 
