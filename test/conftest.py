@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import soundfile
 import torch
 
 from espnet2_almtok.recipe.data_prep import DEMO_SENTENCES  # noqa: F401 (LM tests: the demo corpus text)
@@ -88,6 +89,23 @@ def run_python(args, cwd, timeout=600) -> subprocess.CompletedProcess:
                           timeout=timeout)
     assert proc.returncode == 0, f"{args} failed:\n{proc.stderr[-4000:]}"
     return proc
+
+
+def make_data_dir(root: Path, n: int = 4, seconds: float = 0.8, lengths=None) -> Path:
+    """``root/data`` with ``wav.scp`` and ``audio_shape``: ``n`` speech-like clips of ``seconds``
+    each, or one clip per entry of ``lengths`` (seconds)."""
+    d = root / "data"
+    (d / "wav").mkdir(parents=True)
+    scp, shape = [], []
+    for i, sec in enumerate(lengths if lengths is not None else [seconds] * n):
+        utt = f"utt{i}"
+        wav = speechlike(sec, seed=i).numpy()
+        soundfile.write(d / "wav" / f"{utt}.wav", wav, 16000)
+        scp.append(f"{utt} {d / 'wav' / (utt + '.wav')}\n")
+        shape.append(f"{utt} {len(wav)}\n")
+    (d / "wav.scp").write_text("".join(scp))
+    (d / "audio_shape").write_text("".join(shape))
+    return d
 
 
 def speechlike(seconds: float, sr: int = 16000, seed: int = 0) -> torch.Tensor:

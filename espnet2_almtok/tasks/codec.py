@@ -31,6 +31,7 @@ from espnet2.train.class_choices import ClassChoices
 
 from espnet2_almtok.codec.almtok import ALMTokenizerCodec
 from espnet2_almtok.tasks import DistributedTeardown, WeightsOnlyModelFiles
+from espnet2_almtok.train.gan_trainer import ALMTokGANTrainer
 
 codec_choices = ClassChoices(
     "codec",
@@ -87,6 +88,8 @@ class ALMTokCodecTask(WeightsOnlyModelFiles, DistributedTeardown, GANCodecTask):
     """GAN codec task whose ``--codec`` choices include ``almtok``."""
 
     class_choices_list = [codec_choices]
+    # ESPnet's GAN trainer with bf16 autocast and per-turn clipping (train/gan_trainer.py)
+    trainer = ALMTokGANTrainer
 
     @classmethod
     @typechecked
@@ -98,6 +101,18 @@ class ALMTokCodecTask(WeightsOnlyModelFiles, DistributedTeardown, GANCodecTask):
             help="Cut each training utterance to a random crop of this many samples (validation: "
                  "the centred crop); 0 keeps whole utterances. Use it with --iterator_type sequence, "
                  "which splits every mini-batch over DDP ranks (equal batch counts per rank).")
+
+    @classmethod
+    def main_worker(cls, args: argparse.Namespace):
+        # ESPnet refuses --use_tf32 with --use_amp ("amp is not compatible with tf32"); with bf16
+        # autocast the float32 remainder (the quantizer, the spectral losses) may still use TF32
+        if getattr(args, "use_amp", False) and getattr(args, "use_tf32", False):
+            args.use_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            # (said by the trainer: logging before ESPnet's own set-up would fix it at WARNING)
+            ALMTokGANTrainer.notes.append("--use_amp with --use_tf32: autocast, and TF32 for what runs in float32")
+        super().main_worker(args)
 
     @classmethod
     def build_preprocess_fn(cls, args: argparse.Namespace, train: bool):

@@ -332,10 +332,8 @@ def test_codec_training_killed_in_epoch_2_resumes_to_the_uninterrupted_weights(t
     ``seed + epoch`` at the start of each epoch, and every draw of ours (``RandomCrop``'s crop,
     the window choice, the MAE masks) comes from those generators, on CPU with one thread.
     ``train.log`` keeps the killed run's lines above a ``# ---- restarted at`` line."""
-    import importlib
+    from conftest import make_data_dir
 
-    sys.path.insert(0, str(ROOT / "test" / "espnet2_almtok" / "bin"))
-    make_data_dir = importlib.import_module("test_codec_train").make_data_dir
     data = make_data_dir(tmp_path)  # 4 clips of 0.8 s: one batch of 4 crops of 0.5 s
     reference, out = tmp_path / "reference", tmp_path / "resumed"
     reference.mkdir()

@@ -8,24 +8,7 @@ import torch
 import yaml
 
 from conftest import run_python as run
-from conftest import speechlike
-
-
-def make_data_dir(root: Path, n: int = 4, seconds: float = 0.8, lengths=None) -> Path:
-    """``root/data`` with ``wav.scp`` and ``audio_shape``: ``n`` speech-like clips of ``seconds``
-    each, or one clip per entry of ``lengths`` (seconds)."""
-    d = root / "data"
-    (d / "wav").mkdir(parents=True)
-    scp, shape = [], []
-    for i, sec in enumerate(lengths if lengths is not None else [seconds] * n):
-        utt = f"utt{i}"
-        wav = speechlike(sec, seed=i).numpy()
-        soundfile.write(d / "wav" / f"{utt}.wav", wav, 16000)
-        scp.append(f"{utt} {d / 'wav' / (utt + '.wav')}\n")
-        shape.append(f"{utt} {len(wav)}\n")
-    (d / "wav.scp").write_text("".join(scp))
-    (d / "audio_shape").write_text("".join(shape))
-    return d
+from conftest import make_data_dir, speechlike
 
 
 def test_print_config_round_trip(tmp_path, debug_config):

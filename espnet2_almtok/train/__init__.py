@@ -1,0 +1,1 @@
+"""Training loops of almtok (ESPnet's trainers, subclassed where they need fixing)."""
