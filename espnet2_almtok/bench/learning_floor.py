@@ -88,13 +88,18 @@ def reconstruct(generator, wav: torch.Tensor, window: int, path: str, mae: bool 
     return resyn[..., : wav.shape[-1]], wav.new_zeros(()), wav.new_zeros(())
 
 
+def device_of(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
 def mel_distance(generator, clips: List[torch.Tensor], path: str, window: int = 4) -> float:
     from espnet2_almtok.recipe.score import Scorer
 
     scorer = Scorer(16000)
     generator.eval()
+    device = device_of(generator)
     with torch.no_grad():
-        d = [scorer.mel_distance(c, reconstruct(generator, c.view(1, 1, -1), window, path)[0].view(-1))
+        d = [scorer.mel_distance(c, reconstruct(generator, c.view(1, 1, -1).to(device), window, path)[0].view(-1).float().cpu())
              for c in clips]
     generator.train()
     return float(np.mean(d))
@@ -111,7 +116,7 @@ def spreads(generator, clip: torch.Tensor, window: int = 4) -> Dict[str, float]:
 
     generator.eval()
     with torch.no_grad():
-        x = generator.pad_to_window(clip.view(1, 1, -1), window)
+        x = generator.pad_to_window(clip.view(1, 1, -1).to(device_of(generator)), window)
         frames = generator.patchify_frames(x, x.shape[-1] // generator.hop_length)
         queries = generator.encode_frames(frames, window)[0]
     generator.train()
@@ -120,8 +125,11 @@ def spreads(generator, clip: torch.Tensor, window: int = 4) -> Dict[str, float]:
 
 def train(generator, codec, sampler, dev: List[torch.Tensor], path: str, cpu_seconds: float, lr: float,
           points: int = 4, seed: int = 0, window: Optional[int] = None, mae: bool = False,
-          mae_loss: bool = False, betas=(0.5, 0.9), warmup_steps: int = 0) -> List[Dict[str, float]]:
-    """Reconstruction-only training for ``cpu_seconds`` of CPU time; the dev mel distance at the
+          mae_loss: bool = False, betas=(0.5, 0.9), warmup_steps: int = 0, clock: str = "cpu",
+          autocast_dtype: Optional[torch.dtype] = None) -> List[Dict[str, float]]:
+    """Reconstruction-only training for ``cpu_seconds`` of CPU time (``clock="wall"``: of wall
+    time, for a GPU, the points then say ``wall_s``), on the generator's device (``autocast_dtype``:
+    under autocast); the dev mel distance at the
     start and after each of ``points`` equal chunks (evaluations not counted). ``window``: train
     and score at this w only (default: w sampled from the model's windows per step, scored at 4);
     ``mae``: train with the encoder input MAE-masked (scored clean); ``mae_loss``: add the MAE
@@ -132,18 +140,26 @@ def train(generator, codec, sampler, dev: List[torch.Tensor], path: str, cpu_sec
     score_window = window or 4
     opt = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=lr, betas=tuple(betas))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup_steps) if warmup_steps else 1.0)
+    if clock not in ("cpu", "wall"):
+        raise ValueError(f"clock={clock!r}: cpu or wall")
+    now = time.process_time if clock == "cpu" else time.perf_counter
+    device = device_of(generator)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
     def record(steps: int, used: float) -> Dict:
-        return {"steps": steps, "cpu_s": used, "dev_mel": mel_distance(generator, dev, path, score_window),
+        return {"steps": steps, f"{clock}_s": used, "dev_mel": mel_distance(generator, dev, path, score_window),
                 "spread": spreads(generator, dev[0], score_window)}
 
     curve = [record(0, 0.0)]
     steps, used = 0, 0.0
     generator.train()
     for point in range(1, points + 1):
-        t0 = time.process_time()
-        while used + time.process_time() - t0 < cpu_seconds * point / points:
-            wav = sampler().unsqueeze(1)  # (B, 1, T)
-            resyn, vq_loss, mae_term = reconstruct(generator, wav, int(rng.choice(windows)), path, mae=mae)
+        t0 = now()
+        while used + now() - t0 < cpu_seconds * point / points:
+            wav = sampler().unsqueeze(1).to(device)  # (B, 1, T)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                resyn, vq_loss, mae_term = reconstruct(generator, wav, int(rng.choice(windows)), path, mae=mae)
+            resyn = resyn.float()
             loss = 15.0 * codec.mel_loss(resyn, wav) + codec.stft_loss(resyn, wav) + vq_loss
             if mae_loss:
                 loss = loss + mae_term
@@ -152,7 +168,8 @@ def train(generator, codec, sampler, dev: List[torch.Tensor], path: str, cpu_sec
             opt.step()
             sched.step()
             steps += 1
-        used += time.process_time() - t0
+        sync()
+        used += now() - t0
         curve.append(record(steps, used))
     return curve
 
