@@ -252,6 +252,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
                    help="where the MFCC priors are (extracted there if missing)")
     p.add_argument("--train_batches", type=int, nargs=2, default=[16, 32], help="per-GPU batch sizes")
     p.add_argument("--train_steps", type=int, default=30)
+    p.add_argument("--precisions", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS),
+                   help="of the training part")
     p.add_argument("--curve_seconds", type=float, default=120.0, help="wall seconds of training per curve")
     p.add_argument("--speed_timeout", type=float, default=150.0, help="seconds per speed table (each dtype)")
     args = p.parse_args(argv)
@@ -280,7 +282,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         config = ROOT / ("conf/tuning/train_almtok_debug.yaml" if args.quick else "conf/tuning/train_almtok_paper.yaml")
         batches, steps, warmup, crop = ([1, 2], 2, 1, 0.5) if args.quick else (args.train_batches, args.train_steps, 3, 3.0)
         results["train"] = {"config": str(config.relative_to(ROOT)), "crop_s": crop, "runs": []}
-        for precision in PRECISIONS:
+        for precision in args.precisions:
             for batch in batches:
                 logging.info(f"train: {precision}, batch {batch}")
                 results["train"]["runs"].append(train_throughput(config, device, precision, batch, crop, steps, warmup))
