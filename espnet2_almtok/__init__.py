@@ -4,7 +4,11 @@
 ESPnet task is :class:`espnet2_almtok.tasks.codec.ALMTokCodecTask`.
 """
 
+from espnet2_almtok.startup import install_offline_guard
+
 __version__ = "0.1.0"
+
+install_offline_guard()  # before anything imports ESPnet (startup.py: no NLTK downloads)
 
 
 def __getattr__(name):  # lazy: importing the package must not import ESPnet

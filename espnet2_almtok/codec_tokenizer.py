@@ -66,7 +66,7 @@ class ESPnetCodecTokenizer(torch.nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: Union[str, Path], model_file=None, device="cpu") -> "ESPnetCodecTokenizer":
-        from espnet2_almtok.bin._quiet_import import import_quietly
+        from espnet2_almtok.startup import import_quietly
 
         task = import_quietly("espnet2_almtok.tasks.codec").ALMTokCodecTask
         path = Path(path)

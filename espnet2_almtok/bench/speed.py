@@ -77,7 +77,7 @@ class SpeedSystem:
         else:
             import yaml
 
-            from espnet2_almtok.bin._quiet_import import import_quietly
+            from espnet2_almtok.startup import import_quietly
 
             codec_choices = import_quietly("espnet2_almtok.tasks.codec").codec_choices
             conf = yaml.safe_load(Path(spec["config"]).read_text())["codec_conf"] if spec["config"] \

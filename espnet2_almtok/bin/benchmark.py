@@ -42,7 +42,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
-from espnet2_almtok.bin._quiet_import import import_quietly
+from espnet2_almtok.startup import import_quietly
 from espnet2_almtok.fileio import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ Same options as ESPnet's ``gan_codec_train`` (``--print_config``, ``--ngpu``, DD
 ``python -m espnet2.bin.launch``), with ``--codec almtok`` available (the default).
 """
 
-from espnet2_almtok.bin._quiet_import import import_quietly
+from espnet2_almtok.startup import import_quietly
 
 ALMTokCodecTask = import_quietly("espnet2_almtok.tasks.codec").ALMTokCodecTask
 

@@ -65,7 +65,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from espnet2_almtok.bin._quiet_import import import_quietly
+from espnet2_almtok.startup import import_quietly
 from espnet2_almtok.code_usage import code_usage
 from espnet2_almtok.code_usage import describe as describe_usage
 from espnet2_almtok.fileio import atomic_write_text

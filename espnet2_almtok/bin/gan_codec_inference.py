@@ -49,7 +49,7 @@ import soundfile as sf
 import torch
 from typeguard import typechecked
 
-from espnet2_almtok.bin._quiet_import import import_quietly
+from espnet2_almtok.startup import import_quietly
 
 _espnet_inference = import_quietly("espnet2.bin.gan_codec_inference")
 AudioCoding = _espnet_inference.AudioCoding

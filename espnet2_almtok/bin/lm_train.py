@@ -9,7 +9,7 @@ Same options as any ESPnet task (``--print_config``, ``--ngpu``, DDP via
         --train_data_path_and_name_and_type dump/lm/train/task,task,text ... --output_dir exp/lm
 """
 
-from espnet2_almtok.bin._quiet_import import import_quietly
+from espnet2_almtok.startup import import_quietly
 
 ALMTokLMTask = import_quietly("espnet2_almtok.tasks.lm").ALMTokLMTask
 
