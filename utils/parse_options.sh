@@ -3,7 +3,8 @@
 #   stage=1; nj=4; . utils/parse_options.sh
 # Turns "--stage 3 --nj=8 --use-gpu true" into stage=3 nj=8 use_gpu=true. Only variables that
 # already exist can be set (a typo is an error, not a silent no-op). "--help"/"-h" prints
-# $help_message and exits 0; "--config FILE" sources FILE first.
+# $help_message and exits 0; "--config FILE" sources FILE first. Positional arguments stop the
+# parsing and stay in "$@" (a script that takes none should refuse them).
 while true; do
   [ -z "${1:-}" ] && break
   case "$1" in
@@ -22,7 +23,10 @@ while true; do
     [ -f "$_value" ] || { echo "$0: config file $_value not found" 1>&2; exit 1; }
     . "$_value"; continue
   fi
-  if ! declare -p "$_name" >/dev/null 2>&1; then
+  # an option is a lower-case variable the script declared (not an environment variable such as
+  # PATH, IFS or http_proxy, and not help_message)
+  if ! [[ "$_name" =~ ^[a-z][a-z0-9_]*$ ]] || [ "$_name" = help_message ] || ! declare -p "$_name" >/dev/null 2>&1 \
+     || [[ "$(declare -p "$_name")" =~ ^declare\ -[a-zA-Z]*x ]]; then
     echo "$0: invalid option --$_name (see --help)" 1>&2; exit 1
   fi
   printf -v "$_name" '%s' "$_value"

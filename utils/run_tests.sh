@@ -6,6 +6,8 @@
 #                                 # (mini_an4 tests need ../shared/data/mini_an4.tar.gz)
 set -euo pipefail
 root=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
+# the system tools the suites use: the demo corpus (sox, espeak-ng), ffmpeg, the SLURM tests
+export ALMTOK_SYSTEM_TOOLS="${ALMTOK_SYSTEM_TOOLS:-demo ffmpeg slurm}"
 . "$root/utils/env.sh"
 cd "$root"
 exec python -m pytest -q -m "not slow" -p no:cacheprovider test "$@"

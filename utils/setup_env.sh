@@ -14,23 +14,29 @@ py=${ALMTOK_PYTHON:-$(command -v python3.11 || command -v python3)}
 
 log() { echo "[setup_env] $*" >&2; }
 
-# System tools the recipe uses (demo corpus synthesis, audio conversion and decoding, SLURM). Best effort: only
-# installs when missing and we are root with apt-get; otherwise says what to install.
+# System tools, installed only for the features asked for in ALMTOK_SYSTEM_TOOLS (space-separated;
+# run.sh sets it from its options, utils/run_tests.sh for the test suites): "demo" (sox, espeak-ng:
+# the demo corpus), "ffmpeg" (the asterisk and audio_dir corpora), "slurm" (slurm-wlm, munge:
+# --cmd_backend slurm and the slow suite's cluster). Only what is missing, only as root with
+# apt-get; a failed install (offline) is a warning, never a failure of this script.
 need=()
-command -v sox >/dev/null || need+=(sox libsox-fmt-all)
-command -v espeak-ng >/dev/null || need+=(espeak-ng)
-command -v ffmpeg >/dev/null || need+=(ffmpeg)   # decodes the asterisk corpus (G.722, Ogg)
-# SLURM: the clients for cmd_backend=slurm (cmd.sh), the daemons for the slow suite's one-node cluster
-# (test/slurm_cluster.py starts them only for those tests)
-{ command -v sbatch && command -v slurmctld && command -v slurmd; } >/dev/null || need+=(slurm-wlm)
-command -v munged >/dev/null || need+=(munge)
+for feature in ${ALMTOK_SYSTEM_TOOLS:-}; do
+  case "$feature" in
+    demo) command -v sox >/dev/null || need+=(sox libsox-fmt-all)
+          command -v espeak-ng >/dev/null || need+=(espeak-ng) ;;
+    ffmpeg) command -v ffmpeg >/dev/null || need+=(ffmpeg) ;;
+    slurm) { command -v sbatch && command -v slurmctld && command -v slurmd; } >/dev/null || need+=(slurm-wlm)
+           command -v munged >/dev/null || need+=(munge) ;;
+    *) log "WARNING: unknown ALMTOK_SYSTEM_TOOLS feature '$feature' (demo, ffmpeg, slurm)" ;;
+  esac
+done
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    log "installing ${need[*]} with apt-get"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >&2
+    log "installing ${need[*]} with apt-get (for: ${ALMTOK_SYSTEM_TOOLS})"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}") >&2 \
+      || log "WARNING: could not install ${need[*]} (offline?); the features that need them will fail"
   else
-    log "WARNING: please install: ${need[*]} (the demo and asterisk corpora need sox/espeak-ng/ffmpeg;" \
-        "cmd_backend=slurm and the slow suite's SLURM tests need slurm-wlm/munge)"
+    log "WARNING: please install: ${need[*]} (for: ${ALMTOK_SYSTEM_TOOLS})"
   fi
 fi
 

@@ -32,7 +32,7 @@ loads with a warning.
 Upload (``--upload_hf REPO``, recipe stage 11, like ESPnet ``codec.sh``'s): the zip's members in
 ESPnet's layout plus a model card (``README.md``) are pushed to the model repo ``REPO`` with
 ``huggingface_hub``. Offline (``HF_HUB_OFFLINE=1`` or the Hub unreachable) or not logged in
-(no token: ``huggingface-cli login`` or ``HF_TOKEN``), it prints why and exits 0 without uploading.
+(no token: ``huggingface-cli login`` or ``HF_TOKEN``), it prints why and exits 1 without uploading.
 """
 
 import argparse
@@ -216,7 +216,8 @@ def main(argv: Sequence[str] = None) -> None:
     if args.upload_hf:
         if not args.packed or not args.packed.is_file():
             p.error(f"--upload_hf needs --packed, the zip of stage 9 (got {args.packed})")
-        upload_hf(args.upload_hf, args.packed)
+        if not upload_hf(args.upload_hf, args.packed):
+            sys.exit(f"the upload to {args.upload_hf} that was asked for did not happen (above)")
         return
     if args.exp_dir is None or args.out is None:
         p.error("packing needs --exp_dir and --out")

@@ -6,12 +6,29 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 stage=1
-stop_stage=9
+stop_stage=11              # the last stage (10 and 11 run only when asked for: --skip_benchmark/--skip_upload_hf false)
+last_stage=11
+skip_stages=""             # stages to skip, e.g. "3 10"
 # ESPnet's general options (codec.sh / asr.sh names and meanings)
 skip_data_prep=false       # skip stages 1-4 (data, format, priors, shapes)
 skip_train=false           # skip stages 5-6 (training)
 skip_eval=false            # skip stages 7-8 (decoding, scoring)
+skip_packing=false         # skip stage 9 (packing)
+skip_benchmark=true        # false: stage 10 runs the benchmark (also when --stage 10 starts there)
 skip_upload_hf=true        # false: stage 11 uploads the packed model to --hf_repo (see --help)
+skip_upload=true           # ESPnet's Zenodo upload: accepted for compatibility, only "true" (no Zenodo stage)
+resume=false               # true: a finished training whose arguments changed (e.g. a larger --max_epoch)
+                           # continues in place from its checkpoint, as ESPnet's --resume does
+python=python3             # the interpreter of the stages (the venv's)
+local_data_opts=""         # extra options for local/data.sh (stage 1), e.g. "--asterisk_langs en"
+audio_format=wav           # stage 2's dump format: only wav (PCM16) here
+train_args=""              # extra options for both training stages (ESPnet's --train_args)
+inference_args=""          # extra codec_inference options for stage 7 (ESPnet's --inference_args)
+inference_tag=""           # decode dir name (default: decode_w<w>[_<model>][_<inference config>])
+scoring_args=""            # extra recipe.score options for stage 8, e.g. "--judges asr"
+scoring_tag=""             # scores dir name under the decode dir (default: scores)
+download_model=""          # ESPnet: decode a downloaded model. Refused: no downloads here; use --inference_model
+num_splits=1               # ESPnet: train on N splits of a large corpus. Only 1 is supported
 hf_repo=""                 # Hugging Face model repo for stage 11, e.g. "user/almtok_demo"
 ngpu=0                     # GPUs per node for training (> 1: DDP)
 num_nodes=1                # nodes for training (> 1: DDP over nodes; needs --cmd_backend slurm)
@@ -30,8 +47,10 @@ fs=""                      # audio rate of dump/raw (default: the config's codec
 train_set=train
 valid_set=dev
 test_sets="test"
-min_dur=0.2                # stage 2 length filter (seconds)
+min_dur=0.2                # stage 2 length filter (seconds; train and valid sets only, as ESPnet's)
 max_dur=30
+min_wav_duration=""        # ESPnet's names for --min_dur / --max_dur
+max_wav_duration=""
 on_bad=drop                # stage 2: drop bad utterances (logged, counted) or error
 train_config=conf/tuning/train_almtok_debug.yaml
 tag=""                     # exp/codec_${tag} (default: the config's name)
@@ -86,14 +105,25 @@ Stages:
      jobs then one merge -> .../scores/
   9  packing: <exp>/almtok_packed.zip in ESPnet's pack format (meta.yaml; generator-only weights), read by
      ALMTokenizer.from_pretrained, espnet2.main_funcs.pack_funcs.unpack and
-     python -m espnet2_almtok.bin.gan_codec_inference --model_tag <zip>
+     ${python} -m espnet2_almtok.bin.gan_codec_inference --model_tag <zip>
  10  benchmark (not in the default run): ALMTokenizer vs ESPnet SoundStream/Encodec/DAC on this
      recipe's data -> exp/benchmark/results.{json,md}, quality_vs_bitrate.png (--benchmark_args)
  11  upload to Hugging Face (only with --skip_upload_hf false --hf_repo user/name; not in the default run:
      e.g. --stage 11 --stop_stage 11): stage 9's zip, unpacked, plus a model card; skipped with a
      message when offline or not logged in (huggingface-cli login / HF_TOKEN)
+ESPnet's codec.sh stages: 1-2 = its 1-4 (data, format, filtering), 3 = none (semantic priors),
+  4 = its 5 (shapes), 5-6 = its 6 (training), 7 = its 7 (decoding), 8 = its 8 (scoring),
+  9 = its 9 (packing), 10 = none (benchmark), 11 = its 10 (upload to Hugging Face).
 Options (default):
-  --stage (${stage}) --stop_stage (${stop_stage}) --corpus (${corpus}) --train_config (${train_config})
+  --stage (${stage}) --stop_stage (${stop_stage}: the last) --skip_stages ("N M": stages to skip)
+  --corpus (${corpus}) --local_data_opts (stage 1's options) --train_config (${train_config})
+  --skip_packing (${skip_packing}) --skip_benchmark (${skip_benchmark}) --resume (${resume}: continue a finished
+  training whose arguments changed in place) --python (${python}) --audio_format (${audio_format}: only wav)
+  --min_wav_duration/--max_wav_duration (= --min_dur ${min_dur} / --max_dur ${max_dur}: train/valid only)
+  --train_args (both training stages) --inference_args (stage 7) --inference_tag (decode dir name)
+  --scoring_args (stage 8) --scoring_tag (scores dir name)
+  Accepted for compatibility: --skip_upload (only true: no Zenodo), --num_splits (only 1),
+  --download_model (refused: nothing is downloaded here; train, or give --inference_model)
   --skip_data_prep (${skip_data_prep}: stages 1-4) --skip_train (${skip_train}: 5-6) --skip_eval (${skip_eval}: 7-8)
   --skip_upload_hf (${skip_upload_hf}; false: stage 11 uploads to Hugging Face) --hf_repo (user/name, for stage 11)
   --cmd_backend (local|slurm; default: cmd.sh's) --nj (${nj}: stage 2-3 jobs) --inference_nj (${inference_nj}: stage 7-8 jobs)
@@ -108,13 +138,52 @@ Every stage is resumable: rerun the same command after a kill. Jobs run through 
 \${decode_cmd}/\${cuda_cmd} (--cmd_backend local: this machine; slurm: sbatch, conf/slurm.conf).
 HELP
 )
-. ./path.sh
 . utils/parse_options.sh
+if [ $# -gt 0 ]; then
+  echo "$0: unexpected argument '$1': options are --name value (see --help)" >&2; exit 1
+fi
+is_int() { [[ "$1" =~ ^[0-9]+$ ]]; }
+for v in stage stop_stage; do
+  if ! is_int "${!v}" || [ "${!v}" -lt 1 ] || [ "${!v}" -gt "${last_stage}" ]; then
+    echo "$0: --${v} must be a stage number from 1 to ${last_stage}, got '${!v}' (see --help)" >&2; exit 1
+  fi
+done
+if [ "${stage}" -gt "${stop_stage}" ]; then
+  echo "$0: --stage ${stage} is after --stop_stage ${stop_stage}: nothing would run" >&2; exit 1
+fi
+for s in ${skip_stages}; do
+  if ! is_int "$s" || [ "$s" -lt 1 ] || [ "$s" -gt "${last_stage}" ]; then
+    echo "$0: --skip_stages: '$s' is not a stage number from 1 to ${last_stage}" >&2; exit 1
+  fi
+done
+[ -z "${min_wav_duration}" ] || min_dur=${min_wav_duration}
+[ -z "${max_wav_duration}" ] || max_dur=${max_wav_duration}
+[ "${audio_format}" = wav ] || { echo "$0: --audio_format ${audio_format}: only wav (PCM16) is written here" >&2; exit 1; }
+[ "${skip_upload}" = true ] || { echo "$0: --skip_upload ${skip_upload}: there is no Zenodo upload here;" \
+  "use --skip_upload_hf false --hf_repo user/name (stage 11)" >&2; exit 1; }
+[ "${num_splits}" = 1 ] || { echo "$0: --num_splits ${num_splits}: only 1 is supported (the codec trains on" \
+  "random crops; ESPnet's split training is for large ASR corpora)" >&2; exit 1; }
+[ -z "${download_model}" ] || { echo "$0: --download_model: nothing is downloaded by this recipe; put the" \
+  "model in the exp dir (or use ALMTokenizer.from_pretrained) and give --inference_model" >&2; exit 1; }
+# System tools this run needs (utils/setup_env.sh installs only these, and only when missing)
+ALMTOK_SYSTEM_TOOLS=${ALMTOK_SYSTEM_TOOLS:-}
+case "${corpus}" in demo) ALMTOK_SYSTEM_TOOLS+=" demo" ;; asterisk|audio_dir) ALMTOK_SYSTEM_TOOLS+=" ffmpeg" ;; esac
+[ "${cmd_backend}" != slurm ] || ALMTOK_SYSTEM_TOOLS+=" slurm"
+export ALMTOK_SYSTEM_TOOLS
+. ./path.sh
 . ./cmd.sh
+# run_stage N: whether stage N is in --stage..--stop_stage and not in --skip_stages
+run_stage() {
+  [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ] || return 1
+  local s; for s in ${skip_stages}; do [ "$s" != "$1" ] || return 1; done
+}
 
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"; }
 [ -n "$tag" ] || tag=$(basename "${train_config%.*}")
 for b in skip_data_prep skip_train skip_eval skip_upload_hf gpu_inference; do
+  case "${!b}" in true|false) ;; *) echo "$0: --${b} must be true or false, got '${!b}'" >&2; exit 1 ;; esac
+done
+for b in skip_packing skip_benchmark resume; do
   case "${!b}" in true|false) ;; *) echo "$0: --${b} must be true or false, got '${!b}'" >&2; exit 1 ;; esac
 done
 if [ "${skip_upload_hf}" = false ]; then
@@ -136,37 +205,42 @@ exp2=${expdir}/codec_${tag}_stage2
 prior_dir=${expdir}/semantic_prior
 sets="${train_set} ${valid_set} ${test_sets}"
 # yaml_get KEY... : a value of the training config (the path is an argument, never Python source)
-yaml_get() { python -c 'import sys, yaml; v = yaml.safe_load(open(sys.argv[1])); [v := v[k] for k in sys.argv[2:]]; print(v)' "${train_config}" "$@"; }
+yaml_get() { ${python} -c 'import sys, yaml; v = yaml.safe_load(open(sys.argv[1])); [v := v[k] for k in sys.argv[2:]]; print(v)' "${train_config}" "$@"; }
 [ -n "${fs}" ] || fs=$(yaml_get codec_conf sampling_rate)
 codec_type=$(yaml_get codec)   # almtok, or an ESPnet codec (soundstream/encodec/dac) as a baseline tokenizer
 if [ "${codec_type}" != almtok ]; then
   log "codec '${codec_type}': no semantic priors and one training stage (stages 3 and 6 skip; stage 9 packs ALMTokenizer only)"
 fi
 
-if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ] && [ "${skip_data_prep}" = false ]; then
+if run_stage 1 && [ "${skip_data_prep}" = false ]; then
   log "Stage 1: data preparation (${corpus})"
-  local/data.sh --corpus "${corpus}" --out data
+  # shellcheck disable=SC2086
+  local/data.sh --corpus "${corpus}" --out data ${local_data_opts}
 fi
 
-if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ] && [ "${skip_data_prep}" = false ]; then
+if run_stage 2 && [ "${skip_data_prep}" = false ]; then
   log "Stage 2: format to ${raw} (mono, ${fs} Hz, ${min_dur}-${max_dur} s, on_bad=${on_bad}; ${nj} jobs)"
   for s in ${sets}; do
-    format_args=(--in "data/${s}" --out "${raw}/${s}" --fs "${fs}" --min_dur "${min_dur}" --max_dur "${max_dur}"
+    # the length filter is for training (train and valid sets, as ESPnet's); test clips of any length
+    # are coded (codec_inference codes long ones in Transformer windows)
+    case " ${train_set} ${valid_set} " in *" ${s} "*) lim=(--min_dur "${min_dur}" --max_dur "${max_dur}") ;;
+                                           *) lim=(--min_dur 0 --max_dur inf) ;; esac
+    format_args=(--in "data/${s}" --out "${raw}/${s}" --fs "${fs}" "${lim[@]}"
                  --on_bad "${on_bad}" --nj "${nj}")
     ${decode_cmd} JOB=1:"${nj}" "${raw}/${s}/logdir/format.JOB.log" \
-      python -m espnet2_almtok.recipe.format_data "${format_args[@]}" --job JOB
-    python -m espnet2_almtok.recipe.format_data "${format_args[@]}" --merge "${nj}"
+      ${python} -m espnet2_almtok.recipe.format_data "${format_args[@]}" --job JOB
+    ${python} -m espnet2_almtok.recipe.format_data "${format_args[@]}" --merge "${nj}"
   done
 fi
 
-if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ] && [ "${skip_data_prep}" = false ] && [ "${codec_type}" = almtok ]; then
+if run_stage 3 && [ "${skip_data_prep}" = false ] && [ "${codec_type}" = almtok ]; then
   log "Stage 3: semantic priors (${ssl_upstream}, layer ${ssl_layer}) -> ${prior_dir}"
   upstream=${ssl_upstream}; path=${ssl_path}
   if [ "${ssl_upstream}" = tiny_random ]; then
     log "WARNING: tiny_random is a randomly initialised tiny HuBERT (offline pipeline test): its priors" \
         "carry no semantics. Use --ssl_upstream hf_hubert_custom --ssl_path <pretrained HF dir> for real ones."
     path=downloads/tiny_hubert; upstream=hf_hubert_custom
-    python -m espnet2_almtok.recipe.make_tiny_ssl --out "${path}" --hidden "$(yaml_get codec_conf generator_params codebook_dim)"
+    ${python} -m espnet2_almtok.recipe.make_tiny_ssl --out "${path}" --hidden "$(yaml_get codec_conf generator_params codebook_dim)"
   fi
   mkdir -p "${prior_dir}"
   if [ -n "${prior_audio_upstream}" ]; then
@@ -186,17 +260,17 @@ if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ] && [ "${skip_data_prep}" = fals
               --max_utts "${prior_max_utts}" --out_dir "${prior_dir}")
   [ "${prior_gpu}" = 1 ] && prior_args+=(--device cuda)
   # features in ${nj} jobs (JOB=1:N through cmd.sh, logs in ${prior_dir}/logdir), then the k-means
-  python -m espnet2_almtok.recipe.semantic_prior "${prior_args[@]}" --nj "${nj}" --prepare \
+  ${python} -m espnet2_almtok.recipe.semantic_prior "${prior_args[@]}" --nj "${nj}" --prepare \
     || { echo "Stage 3 failed preparing ${prior_dir}" >&2; exit 1; }
   ${cuda_cmd} --gpu "${prior_gpu}" JOB=1:"${nj}" "${prior_dir}/logdir/extract.JOB.log" \
-    python -m espnet2_almtok.recipe.semantic_prior "${prior_args[@]}" --nj "${nj}" --job JOB \
+    ${python} -m espnet2_almtok.recipe.semantic_prior "${prior_args[@]}" --nj "${nj}" --job JOB \
     || { echo "Stage 3 failed extracting features; see ${prior_dir}/logdir/extract.*.log" >&2; exit 1; }
   ${cuda_cmd} --gpu "${prior_gpu}" "${prior_dir}/extract.log" \
-    python -m espnet2_almtok.recipe.semantic_prior "${prior_args[@]}" \
+    ${python} -m espnet2_almtok.recipe.semantic_prior "${prior_args[@]}" \
     || { echo "Stage 3 failed; see ${prior_dir}/extract.log" >&2; exit 1; }
 fi
 
-if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ] && [ "${skip_data_prep}" = false ]; then
+if run_stage 4 && [ "${skip_data_prep}" = false ]; then
   log "Stage 4: shape files for the samplers"
   for s in ${sets}; do
     cp "${raw}/${s}/utt2num_samples" "${raw}/${s}/audio_shape.tmp"
@@ -207,7 +281,7 @@ fi
 # The codebook space's width is the priors' feature width (39 for MFCC, 768 for base SSL models).
 prior_dim_args() {
   [ -f "${prior_dir}/prior_info.yaml" ] || return 0
-  echo "--codec_conf generator_params.codebook_dim=$(python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["dim"])' "${prior_dir}/prior_info.yaml")"
+  echo "--codec_conf generator_params.codebook_dim=$(${python} -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["dim"])' "${prior_dir}/prior_info.yaml")"
 }
 
 # Codebook init: the stage-3 priors, one per codebook; "null" for layers without one.
@@ -229,17 +303,34 @@ prior_list() {
 
 train_codec() {  # train_codec OUT_DIR extra-args...
   local out=$1; shift
-  if [ -f "${out}/.done" ]; then log "${out} is trained (.done); skipping"; return; fi
+  # .done holds what the training was run with (the config's digest and the arguments): an
+  # unchanged rerun skips; a changed one is refused, or with --resume true continues in place
+  # (paths inside this recipe dir relative: a moved or copied recipe dir keeps its stamps)
+  local stamp; stamp=$(printf 'config %s\n' "$(sha256sum < "${train_config}" | cut -c1-16)"; printf 'arg %s\n' "${@//${PWD}\//}")
+  if [ -f "${out}/.done" ]; then
+    if [ ! -s "${out}/.done" ] || [ "$(cat "${out}/.done")" = "${stamp}" ]; then
+      log "${out} is trained (.done) with these arguments; skipping"; return
+    fi
+    if [ "${resume}" != true ]; then
+      echo "ERROR: ${out} was trained with other arguments or another ${train_config} than this run's:" >&2
+      diff <(cat "${out}/.done") <(echo "${stamp}") | grep '^[<>]' | sed 's/^</  trained:/; s/^>/  now:    /' >&2 || true
+      echo "  --resume true continues that training in place with the new ones (e.g. a larger --max_epoch);" \
+           "--tag NAME trains into a new exp dir; or remove ${out}" >&2
+      exit 1
+    fi
+    log "${out}: arguments changed and --resume true: continuing its training in place"
+    rm -f "${out}/.done"
+  fi
   mkdir -p "${out}"
   log "training ${out} (log: ${out}/train.log)"
-  launch_train "${out}/train.log" python -m espnet2_almtok.bin.codec_train --config "${train_config}" \
+  launch_train "${out}/train.log" ${python} -m espnet2_almtok.bin.codec_train --config "${train_config}" \
     --train_data_path_and_name_and_type "${raw}/${train_set}/wav.scp,audio,sound" \
     --train_shape_file "${raw}/${train_set}/audio_shape" \
     --valid_data_path_and_name_and_type "${raw}/${valid_set}/wav.scp,audio,sound" \
     --valid_shape_file "${raw}/${valid_set}/audio_shape" \
     --resume true --output_dir "${out}" "$@" \
     || { echo "training failed; see ${out}/train.log" >&2; exit 1; }
-  touch "${out}/.done"
+  echo "${stamp}" > "${out}/.done.tmp" && mv "${out}/.done.tmp" "${out}/.done"
 }
 
 best_model() {  # best_model EXP [any]: --inference_model, or the best weights found; "any": the weights a
@@ -255,33 +346,33 @@ best_model() {  # best_model EXP [any]: --inference_model, or the best weights f
   echo "no model in $1; run the training stage first" >&2; exit 1
 }
 
-if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ] && [ "${skip_train}" = false ]; then
+if run_stage 5 && [ "${skip_train}" = false ]; then
   if [ "${codec_type}" = almtok ]; then
     log "Stage 5: codec training, stage 1 (frozen semantic priors; MAE/AR losses as in ${train_config})"
     priors=$(prior_list)   # a separate assignment, so that its failure stops the run (set -e)
     # shellcheck disable=SC2086
-    train_codec "${exp1}" --codec_conf "generator_params.codebook_init=${priors}" $(prior_dim_args) ${stage1_args}
+    train_codec "${exp1}" --codec_conf "generator_params.codebook_init=${priors}" $(prior_dim_args) ${train_args} ${stage1_args}
   else
     log "Stage 5: codec training (${codec_type})"
     # shellcheck disable=SC2086
-    train_codec "${exp1}" ${stage1_args}
+    train_codec "${exp1}" ${train_args} ${stage1_args}
   fi
 fi
 
-if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ] && [ "${skip_train}" = false ] && [ "${codec_type}" = almtok ]; then
+if run_stage 6 && [ "${skip_train}" = false ] && [ "${codec_type}" = almtok ]; then
   log "Stage 6: codec training, stage 2 (reconstruction fine-tune: ${stage2_codec_conf}; frozen: ${stage2_freeze_param})"
   conf_args=(); for kv in ${stage2_codec_conf}; do conf_args+=(--codec_conf "${kv}"); done
   priors=$(prior_list)
   init=$(best_model "${exp1}" any)
   # shellcheck disable=SC2206
   stage2_train_args=(--codec_conf "generator_params.codebook_init=${priors}" $(prior_dim_args) "${conf_args[@]}"
-                     --init_param "${init}" --freeze_param ${stage2_freeze_param} ${stage2_args})
+                     --init_param "${init}" --freeze_param ${stage2_freeze_param} ${train_args} ${stage2_args})
   if [ ! -f "${exp2}/.done" ] && [ -f "${exp1}/config.yaml" ]; then   # same generator as stage 1's weights?
     resolved=$(mktemp "${expdir}/.stage2_config.XXXXXX.yaml")
-    python -m espnet2_almtok.bin.codec_train --config "${train_config}" "${stage2_train_args[@]}" \
+    ${python} -m espnet2_almtok.bin.codec_train --config "${train_config}" "${stage2_train_args[@]}" \
       --output_dir "${exp2}" --print_config > "${resolved}" 2> "${resolved%.yaml}.log" \
       || { echo "stage 2's options do not parse; see ${resolved%.yaml}.log" >&2; exit 1; }
-    python -m espnet2_almtok.recipe.check_stage2 "${exp1}/config.yaml" "${resolved}"
+    ${python} -m espnet2_almtok.recipe.check_stage2 "${exp1}/config.yaml" "${resolved}"
     rm -f "${resolved}" "${resolved%.yaml}.log"
   fi
   train_codec "${exp2}" "${stage2_train_args[@]}"
@@ -289,10 +380,18 @@ fi
 
 final_exp=${exp2}
 [ -d "${exp2}" ] || final_exp=${exp1}
+# decode dir: --inference_tag, or named after w, the model file and the inference config (ESPnet's inference_tag)
+if [ -z "${inference_tag}" ]; then
+  inference_tag=decode_w${window}
+  [ -z "${inference_model}" ] || inference_tag+="_$(basename "${inference_model%.pth}")"
+  [ -z "${inference_config}" ] || inference_tag+="_$(basename "${inference_config%.*}")"
+fi
+case "${inference_tag}${scoring_tag}" in */*|.*) echo "$0: --inference_tag/--scoring_tag must be plain names" >&2; exit 1 ;; esac
+scores=${scoring_tag:-scores}
 
 # inference_config_args FILE: the YAML mapping FILE as "--key value" arguments, NUL-separated
 inference_config_args() {
-  python - "$1" <<'PY'
+  ${python} - "$1" <<'PY'
 import sys, yaml
 path = sys.argv[1]
 conf = yaml.safe_load(open(path)) or {}
@@ -309,7 +408,7 @@ for key, value in conf.items():
 PY
 }
 
-if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ] && [ "${skip_eval}" = false ]; then
+if run_stage 7 && [ "${skip_eval}" = false ]; then
   log "Stage 7: decoding ${final_exp} at w=${window} (${inference_nj} jobs, gpu_inference=${gpu_inference})"
   inf_args=()
   if [ -n "${inference_config}" ]; then
@@ -325,15 +424,26 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ] && [ "${skip_eval}" = false ]; 
     fi
   done
   model_file=$(best_model "${final_exp}")
+  # .done records the model file decoded (and its size and time): stage 9 packs that one; a
+  # rerun whose best model changed (a longer training) decodes again
+  decode_stamp="model ${model_file} $(stat -c '%s %Y' "$(readlink -f "${model_file}")")"
+  # shellcheck disable=SC2206
+  inf_args+=(${inference_args})
   for s in ${test_sets}; do
-    dir=${final_exp}/decode_w${window}/${s}
-    if [ -f "${dir}/.done" ]; then log "${dir} is complete; skipping"; continue; fi
+    dir=${final_exp}/${inference_tag}/${s}
+    if [ -f "${dir}/.done" ]; then
+      if [ "$(head -n1 "${dir}/.done")" = "${decode_stamp}" ] || [ ! -s "${dir}/.done" ]; then
+        log "${dir} is complete; skipping"; continue
+      fi
+      log "${dir} decoded another model ($(head -n1 "${dir}/.done")); decoding ${model_file} again"
+      rm -rf "${dir}"
+    fi
     n=$(grep -c . "${raw}/${s}/wav.scp"); jobs=$(( inference_nj < n ? inference_nj : n ))
     mkdir -p "${dir}/split${jobs}" "${dir}/logdir"
     keys=(); for ((j = 1; j <= jobs; j++)); do keys+=("${dir}/split${jobs}/keys.${j}"); done
     utils/split_scp.sh "${raw}/${s}/wav.scp" "${keys[@]}"
     ${_cmd} --gpu "${_ngpu}" JOB=1:"${jobs}" "${dir}/logdir/decode.JOB.log" \
-      python -m espnet2_almtok.bin.codec_inference --model_dir "${final_exp}" --model_file "${model_file}" \
+      ${python} -m espnet2_almtok.bin.codec_inference --model_dir "${final_exp}" --model_file "${model_file}" \
         --data_path_and_name_and_type "${raw}/${s}/wav.scp,audio,sound" \
         --key_file "${dir}/split${jobs}/keys.JOB" --output_dir "${dir}/split${jobs}/out.JOB" \
         --window "${window}" --ngpu "${_ngpu}" "${inf_args[@]}"
@@ -341,14 +451,14 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ] && [ "${skip_eval}" = false ]; 
     utils/merge_scp.sh "${dir}/codes/codes.scp" "${outs[@]/%//codes/codes.scp}"
     utils/merge_scp.sh "${dir}/wav/wav.scp" "${outs[@]/%//wav/wav.scp}"
     cp "${dir}/split${jobs}/out.1/codes/meta.yaml" "${dir}/codes/meta.yaml"
-    touch "${dir}/.done"
+    echo "${decode_stamp}" > "${dir}/.done.tmp" && mv "${dir}/.done.tmp" "${dir}/.done"
   done
 fi
 
-if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ] && [ "${skip_eval}" = false ]; then
+if run_stage 8 && [ "${skip_eval}" = false ]; then
   log "Stage 8: scoring"
   for s in ${test_sets}; do
-    dir=${final_exp}/decode_w${window}/${s}
+    dir=${final_exp}/${inference_tag}/${s}
     judge_args=(--judges "${score_judges}")
     for f in text utt2lang utt2category; do
       if [ -f "${raw}/${s}/${f}" ]; then judge_args+=(--"${f}" "${raw}/${s}/${f}"); fi
@@ -356,6 +466,8 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ] && [ "${skip_eval}" = false ]; 
     [ -z "${score_spk_model}" ] || judge_args+=(--spk_model "${score_spk_model}")
     score_args=(--ref_scp "${raw}/${s}/wav.scp" --hyp_scp "${dir}/wav/wav.scp" --codes_dir "${dir}/codes"
                 --fs "${fs}" --title "${tag} ${s}" "${judge_args[@]}")
+    # shellcheck disable=SC2206
+    score_args+=(${scoring_args})
     # --inference_nj jobs, each scoring its share of the set, then one merge of their outputs
     n=$(grep -c . "${raw}/${s}/wav.scp"); jobs=$(( inference_nj < n ? inference_nj : n ))
     sdir=${dir}/scores_split${jobs}
@@ -363,36 +475,40 @@ if [ ${stage} -le 8 ] && [ ${stop_stage} -ge 8 ] && [ "${skip_eval}" = false ]; 
     keys=(); outs=(); for ((j = 1; j <= jobs; j++)); do keys+=("${sdir}/keys.${j}"); outs+=("${sdir}/out.${j}"); done
     utils/split_scp.sh "${raw}/${s}/wav.scp" "${keys[@]}"
     ${decode_cmd} JOB=1:"${jobs}" "${sdir}/score.JOB.log" \
-      python -m espnet2_almtok.recipe.score "${score_args[@]}" --key_file "${sdir}/keys.JOB" --out_dir "${sdir}/out.JOB" \
+      ${python} -m espnet2_almtok.recipe.score "${score_args[@]}" --key_file "${sdir}/keys.JOB" --out_dir "${sdir}/out.JOB" \
       || { echo "scoring failed; see ${sdir}/score.*.log" >&2; exit 1; }
-    python -m espnet2_almtok.recipe.score "${score_args[@]}" --merge_dirs "${outs[@]}" --out_dir "${dir}/scores" \
+    ${python} -m espnet2_almtok.recipe.score "${score_args[@]}" --merge_dirs "${outs[@]}" --out_dir "${dir}/${scores}" \
       > "${sdir}/merge.log" 2>&1 || { echo "merging the scores failed; see ${sdir}/merge.log" >&2; exit 1; }
-    cat "${dir}/scores/result.md"
+    cat "${dir}/${scores}/result.md"
   done
 fi
 
-if [ ${stage} -le 9 ] && [ ${stop_stage} -ge 9 ] && [ "${codec_type}" = almtok ]; then
-  log "Stage 9: packing ${final_exp}"
-  python -m espnet2_almtok.recipe.pack --exp_dir "${final_exp}" --model_file "$(best_model "${final_exp}")" \
+if run_stage 9 && [ "${skip_packing}" = false ] && [ "${codec_type}" = almtok ]; then
+  # the model stage 7 decoded (and stage 8 scored), where it did
+  first_test=$(echo ${test_sets} | cut -d' ' -f1)
+  pack_model=$(head -n1 "${final_exp}/${inference_tag}/${first_test}/.done" 2>/dev/null | sed -n 's/^model \(.*\) [0-9]* [0-9]*$/\1/p')
+  [ -n "${pack_model}" ] || pack_model=$(best_model "${final_exp}")
+  log "Stage 9: packing ${final_exp} (${pack_model})"
+  ${python} -m espnet2_almtok.recipe.pack --exp_dir "${final_exp}" --model_file "${pack_model}" \
     --prior_dir "${prior_dir}" --out "${final_exp}/almtok_packed.zip"
 fi
-if [ ${stage} -le 10 ] && [ ${stop_stage} -ge 10 ]; then
+if run_stage 10 && { [ "${skip_benchmark}" = false ] || [ "${stage}" = 10 ]; }; then
   log "Stage 10: benchmark -> ${expdir}/benchmark (log: ${expdir}/benchmark/benchmark.log)"
   mkdir -p "${expdir}/benchmark"
   bench_gpu=$([ "${ngpu}" -gt 0 ] && echo 1 || echo 0)
   # shellcheck disable=SC2086,SC2046
   ${cuda_cmd} --gpu "${bench_gpu}" "${expdir}/benchmark/benchmark.log" \
-    python -m espnet2_almtok.bin.benchmark --output_dir "${expdir}/benchmark" \
+    ${python} -m espnet2_almtok.bin.benchmark --output_dir "${expdir}/benchmark" \
     --train_scp "${raw}/${train_set}/wav.scp" --test_scp "${raw}/$(echo ${test_sets} | cut -d' ' -f1)/wav.scp" \
     $([ "${bench_gpu}" = 1 ] && echo --device cuda) ${benchmark_args} \
     || { echo "benchmark failed; see ${expdir}/benchmark/benchmark.log" >&2; exit 1; }
   cat "${expdir}/benchmark/results.md"
 fi
-if [ ${stage} -le 11 ] && [ ${stop_stage} -ge 11 ] && [ "${skip_upload_hf}" = false ]; then
+if run_stage 11 && [ "${skip_upload_hf}" = false ]; then
   packed=${final_exp}/almtok_packed.zip
   log "Stage 11: upload ${packed} to https://huggingface.co/${hf_repo}"
   [ -f "${packed}" ] || { echo "$0: no ${packed}: run stage 9 (packing) first" >&2; exit 1; }
-  # Skips (exit 0, saying why) when offline or not logged in; a failed upload stops the recipe.
-  python -m espnet2_almtok.recipe.pack --upload_hf "${hf_repo}" --packed "${packed}"
+  # Fails (saying why) when offline or not logged in, as when the upload itself fails.
+  ${python} -m espnet2_almtok.recipe.pack --upload_hf "${hf_repo}" --packed "${packed}"
 fi
 log "Successfully finished. [stages ${stage}-${stop_stage}]"

@@ -6,7 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 stage=1
-stop_stage=7
+stop_stage=7               # the last stage
+last_stage=7
+skip_stages=""             # stages to skip, e.g. "6"
+python=python3             # the interpreter of the stages (the venv's)
+train_config=""            # ESPnet's name for --lm_config
+token_type=bpe             # bpe (sentencepiece, --bpemode) or char
+bpemode=bpe                # sentencepiece model type: bpe or unigram
+bpe_train_text=""          # the text the BPE model trains on (default: <audio_dump>/<train_set>/text)
+fs=""                      # ESPnet: the audio rate. Refused: it is the codec model's (--codec_model)
+hf_repo=""                 # ESPnet: the upload repo. Refused: this recipe has no upload stage yet
+lang=""                    # ESPnet: names token dirs. Refused: one BPE model per corpus here
 # ESPnet's general options (asr.sh / speechlm.sh names and meanings)
 skip_data_prep=false       # skip stages 1-3 (tokenization, BPE, LM data)
 skip_train=false           # skip stage 4 (LM training)
@@ -58,7 +68,11 @@ Options (default):
   --codec_model (${codec_model}) --audio_dump (${audio_dump}) --window (${window})
   --tasks ("${tasks}") --nbpe (${nbpe}) --lm_config (${lm_config}) --layout (config's) --lm_args ("${lm_args}")
   --asr_decode_args/--caption_decode_args/--tts_decode_args ("lm_inference options")
-  --stage (${stage}) --stop_stage (${stop_stage}) --tag NAME
+  --stage (${stage}) --stop_stage (${stop_stage}: the last) --skip_stages ("N M") --tag NAME --python (${python})
+  --train_config (= --lm_config) --token_type (${token_type}: bpe|char) --bpemode (${bpemode}: bpe|unigram)
+  --bpe_train_text (default: <audio_dump>/<train_set>/text)
+  Refused, with the reason: --fs (the codec model's rate), --hf_repo (no upload stage yet), --lang
+  (one BPE model per corpus)
   --skip_data_prep (${skip_data_prep}: stages 1-3) --skip_train (${skip_train}: 4) --skip_eval (${skip_eval}: 5-7)
   --skip_upload_hf (${skip_upload_hf}: the Hugging Face upload, not part of this recipe yet)
   --cmd_backend (local|slurm; default: cmd.sh's) --nj (${nj}: stage 1 jobs) --inference_nj (${inference_nj}: decoding jobs)
@@ -69,19 +83,44 @@ Every stage is resumable: rerun the same command after a kill. Jobs run through 
 \${decode_cmd}/\${cuda_cmd} (--cmd_backend local: this machine; slurm: sbatch, conf/slurm.conf).
 HELP
 )
-. ./path.sh
 . utils/parse_options.sh
+die() { echo "$*" >&2; exit 1; }
+[ $# -eq 0 ] || die "$0: unexpected argument '$1': options are --name value (see --help)"
+is_int() { [[ "$1" =~ ^[0-9]+$ ]]; }
+for v in stage stop_stage; do
+  { is_int "${!v}" && [ "${!v}" -ge 1 ] && [ "${!v}" -le "${last_stage}" ]; } \
+    || die "$0: --${v} must be a stage number from 1 to ${last_stage}, got '${!v}' (see --help)"
+done
+[ "${stage}" -le "${stop_stage}" ] || die "$0: --stage ${stage} is after --stop_stage ${stop_stage}: nothing would run"
+for s in ${skip_stages}; do
+  { is_int "$s" && [ "$s" -ge 1 ] && [ "$s" -le "${last_stage}" ]; } \
+    || die "$0: --skip_stages: '$s' is not a stage number from 1 to ${last_stage}"
+done
+[ -z "${fs}" ] || die "$0: --fs: the audio rate is the codec model's (--codec_model); leave --fs out"
+[ -z "${hf_repo}" ] || die "$0: --hf_repo: this recipe has no Hugging Face upload stage yet (the codec recipe's stage 11 uploads codecs)"
+[ -z "${lang}" ] || die "$0: --lang: one BPE model per corpus here, named by the codec tag; leave --lang out"
+case "${token_type}" in bpe|char) ;; *) die "$0: --token_type ${token_type}: bpe or char" ;; esac
+case "${bpemode}" in bpe|unigram) ;; *) die "$0: --bpemode ${bpemode}: bpe or unigram" ;; esac
+[ -z "${train_config}" ] || lm_config=${train_config}
+bpe_type=$([ "${token_type}" = char ] && echo char || echo "${bpemode}")
+ALMTOK_SYSTEM_TOOLS=${ALMTOK_SYSTEM_TOOLS:-}
+[ "${cmd_backend}" != slurm ] || ALMTOK_SYSTEM_TOOLS+=" slurm"
+export ALMTOK_SYSTEM_TOOLS
+. ./path.sh
 . ./cmd.sh
+run_stage() {  # run_stage N: N is in --stage..--stop_stage and not in --skip_stages
+  [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ] || return 1
+  local s; for s in ${skip_stages}; do [ "$s" != "$1" ] || return 1; done
+}
 
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"; }
-die() { echo "$*" >&2; exit 1; }
 [ -e "${codec_model}" ] || die "codec model ${codec_model} not found: run ../codec1/run.sh first, or give --codec_model"
-codec_type=$(python -c 'import sys; from espnet2_almtok.codec_tokenizer import codec_kind; print(codec_kind(sys.argv[1]))' "${codec_model}")
+codec_type=$(${python} -c 'import sys; from espnet2_almtok.codec_tokenizer import codec_kind; print(codec_kind(sys.argv[1]))' "${codec_model}")
 if [ -z "${codec_tag}" ]; then
   codec_tag=$(basename "${codec_model%.zip}")
   [ "${codec_type}" != almtok ] || codec_tag+=_w${window}   # fixed-rate ESPnet codecs have no window
 fi
-yaml_get() { python -c 'import yaml, sys; print(yaml.safe_load(open(sys.argv[1])).get(sys.argv[2], sys.argv[3]))' "${lm_config}" "$@"; }
+yaml_get() { ${python} -c 'import yaml, sys; print(yaml.safe_load(open(sys.argv[1])).get(sys.argv[2], sys.argv[3]))' "${lm_config}" "$@"; }
 [ -n "${layout}" ] || layout=$(yaml_get layout flat)
 [ -n "${tag}" ] || tag=$(basename "${lm_config%.*}")_${codec_tag}$([ "${layout}" = flat ] || echo "_${layout}")
 for b in skip_data_prep skip_train skip_eval skip_upload_hf gpu_inference; do
@@ -118,13 +157,13 @@ merge_outputs() {
   if [ -f "${outs[0]}/codes/meta.yaml" ]; then cp "${outs[0]}/codes/meta.yaml" "${dir}/codes/meta.yaml"; fi
 }
 
-if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ] && [ "${skip_data_prep}" = false ]; then
+if run_stage 1 && [ "${skip_data_prep}" = false ]; then
   log "Stage 1: tokenize ${sets} with ${codec_model} (w=${window}; ${nj} jobs)"
   for s in ${sets}; do
     [ -f "${audio_dump}/${s}/wav.scp" ] || die "${audio_dump}/${s}/wav.scp not found: run ../codec1/run.sh --stop_stage 2 first"
     dir=${codes_root}/${s}
     jobs=$(split_keys "${audio_dump}/${s}/wav.scp" "${dir}" "${nj}")
-    ${_cmd} --gpu "${_ngpu}" JOB=1:"${jobs}" "${dir}/logdir/tokenize.JOB.log" python -m espnet2_almtok.bin.codec_inference \
+    ${_cmd} --gpu "${_ngpu}" JOB=1:"${jobs}" "${dir}/logdir/tokenize.JOB.log" ${python} -m espnet2_almtok.bin.codec_inference \
       --model_dir "${codec_model}" --data_path_and_name_and_type "${audio_dump}/${s}/wav.scp,audio,sound" \
       --key_file "${dir}/split${jobs}/keys.JOB" --output_dir "${dir}/split${jobs}/out.JOB" \
       --window "${window}" --encode_only --ngpu "${_ngpu}"
@@ -132,21 +171,30 @@ if [ ${stage} -le 1 ] && [ ${stop_stage} -ge 1 ] && [ "${skip_data_prep}" = fals
   done
 fi
 
-if [ ${stage} -le 2 ] && [ ${stop_stage} -ge 2 ] && [ "${skip_data_prep}" = false ]; then
-  log "Stage 2: BPE (${nbpe}) on ${audio_dump}/${train_set}/text"
-  if [ -f "${lm_data}/bpe/bpe.model" ]; then log "${lm_data}/bpe/bpe.model exists; skipping"; else
-    python -m espnet2_almtok.recipe.lm_data bpe --text "${audio_dump}/${train_set}/text" --nbpe "${nbpe}" \
+if run_stage 2 && [ "${skip_data_prep}" = false ]; then
+  bpe_text=${bpe_train_text:-${audio_dump}/${train_set}/text}
+  bpe_stamp="nbpe ${nbpe} type ${bpe_type} text $(readlink -f "${bpe_text}") $(sha256sum < "${bpe_text}" | cut -c1-16)"
+  log "Stage 2: BPE (${nbpe}, ${bpe_type}) on ${bpe_text}"
+  if [ -f "${lm_data}/bpe/bpe.model" ]; then
+    if [ -f "${lm_data}/bpe/options" ] && [ "$(cat "${lm_data}/bpe/options")" != "${bpe_stamp}" ]; then
+      die "${lm_data}/bpe/bpe.model was trained with other options ($(cat "${lm_data}/bpe/options")); this run" \
+          "asks for ${bpe_stamp}: remove ${lm_data} (its LM data depends on it) or give --codec_tag NAME"
+    fi
+    log "${lm_data}/bpe/bpe.model exists; skipping"
+  else
+    ${python} -m espnet2_almtok.recipe.lm_data bpe --text "${bpe_text}" --nbpe "${nbpe}" --bpe_type "${bpe_type}" \
       --out_dir "${lm_data}/bpe"
+    echo "${bpe_stamp}" > "${lm_data}/bpe/options"
   fi
 fi
 
-if [ ${stage} -le 3 ] && [ ${stop_stage} -ge 3 ] && [ "${skip_data_prep}" = false ]; then
+if run_stage 3 && [ "${skip_data_prep}" = false ]; then
   log "Stage 3: LM data (${tasks}) -> ${lm_data}"
   for s in ${sets}; do
     # shellcheck disable=SC2086
-    ${decode_cmd} "${lm_data}/logdir/build.${s}.log" python -m espnet2_almtok.recipe.lm_data build --audio_dir "${audio_dump}/${s}" \
+    ${decode_cmd} "${lm_data}/logdir/build.${s}.log" ${python} -m espnet2_almtok.recipe.lm_data build --audio_dir "${audio_dump}/${s}" \
       --codes_dir "${codes_root}/${s}/codes" --bpemodel "${lm_data}/bpe/bpe.model" --tasks ${tasks} \
-      --layout "${layout}" --max_len "$(python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["lm_conf"]["max_len"])' "${lm_config}")" \
+      --layout "${layout}" --max_len "$(${python} -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["lm_conf"]["max_len"])' "${lm_config}")" \
       --out "${lm_data}/${s}" --token_list "${lm_data}/tokens.txt" || die "Stage 3 failed; see ${lm_data}/logdir/build.${s}.log"
   done
 fi
@@ -160,12 +208,12 @@ data_args() {  # data_args train|valid SET
 
 . utils/launch_train.sh   # launch_train LOG CMD ARG...: training through ${cuda_cmd} (DDP via srun under slurm)
 
-if [ ${stage} -le 4 ] && [ ${stop_stage} -ge 4 ] && [ "${skip_train}" = false ]; then
+if run_stage 4 && [ "${skip_train}" = false ]; then
   log "Stage 4: LM training -> ${lm_exp} (log: ${lm_exp}/train.log)"
   if [ -f "${lm_exp}/.done" ]; then log "${lm_exp} is trained (.done); skipping"; else
     mkdir -p "${lm_exp}"
     # shellcheck disable=SC2046,SC2086
-    launch_train "${lm_exp}/train.log" python -m espnet2_almtok.bin.lm_train --config "${lm_config}" \
+    launch_train "${lm_exp}/train.log" ${python} -m espnet2_almtok.bin.lm_train --config "${lm_config}" \
       --layout "${layout}" --token_list "${lm_data}/tokens.txt" --bpemodel "${lm_data}/bpe/bpe.model" \
       $(data_args train "${train_set}") $(data_args valid "${valid_set}") \
       --resume true --output_dir "${lm_exp}" ${lm_args} || die "LM training failed; see ${lm_exp}/train.log"
@@ -188,8 +236,8 @@ for k in ("model_dir", "model_file", "data_dir", "task", "key_file", "output_dir
         sys.exit(f"--inference_config {sys.argv[1]}: {k} is set by run.sh; remove it from the file")
 for k, v in conf.items():
     sys.stdout.write(f"--{k}\0{str(v).lower() if isinstance(v, bool) else v}\0")'
-  python -c "${config_to_args}" "${inference_config}" > /dev/null || exit 1
-  mapfile -d '' -t inf_args < <(python -c "${config_to_args}" "${inference_config}")
+  ${python} -c "${config_to_args}" "${inference_config}" > /dev/null || exit 1
+  mapfile -d '' -t inf_args < <(${python} -c "${config_to_args}" "${inference_config}")
 fi
 model_file_args=()
 [ -z "${inference_model}" ] || model_file_args=(--model_file "${lm_exp}/${inference_model}")
@@ -202,7 +250,7 @@ decode() {  # decode TASK DATA_DIR OUT_DIR extra-args...: --inference_nj jobs, m
   mkdir -p "${dir}/logdir"
   awk -v t="${task}" '$2 == t { sub(/^[^-]*-/, "", $1); print $1 }' "${data}/task" | sort > "${dir}/keys"
   jobs=$(split_keys "${dir}/keys" "${dir}" "${inference_nj}")
-  ${_cmd} --gpu "${_ngpu}" JOB=1:"${jobs}" "${dir}/logdir/decode.JOB.log" python -m espnet2_almtok.bin.lm_inference \
+  ${_cmd} --gpu "${_ngpu}" JOB=1:"${jobs}" "${dir}/logdir/decode.JOB.log" ${python} -m espnet2_almtok.bin.lm_inference \
     --model_dir "${lm_exp}" "${model_file_args[@]}" --data_dir "${data}" --task "${task}" \
     --key_file "${dir}/split${jobs}/keys.JOB" --output_dir "${dir}/split${jobs}/out.JOB" --ngpu "${_ngpu}" \
     "${inf_args[@]}" "$@" || die "decoding failed; see ${dir}/logdir/"
@@ -210,7 +258,7 @@ decode() {  # decode TASK DATA_DIR OUT_DIR extra-args...: --inference_nj jobs, m
   touch "${dir}/.done"
 }
 
-if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ] && [ "${skip_eval}" = false ]; then
+if run_stage 5 && [ "${skip_eval}" = false ]; then
   log "Stage 5: decoding (${tasks}) on ${test_sets}"
   for s in ${test_sets}; do
     for t in ${tasks}; do
@@ -223,7 +271,7 @@ if [ ${stage} -le 5 ] && [ ${stop_stage} -ge 5 ] && [ "${skip_eval}" = false ]; 
   done
 fi
 
-if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ] && [ "${skip_eval}" = false ] && [ "${tts_asr}" = true ]; then
+if run_stage 6 && [ "${skip_eval}" = false ] && [ "${tts_asr}" = true ]; then
   log "Stage 6: TTS round trip (synthesis -> ${codec_tag} tokens -> the LM's ASR)"
   for s in ${test_sets}; do
     dir=${lm_exp}/decode_tts_${s}
@@ -231,10 +279,10 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ] && [ "${skip_eval}" = false ] &
     rt=${dir}/roundtrip
     mkdir -p "${rt}/audio"
     cp "${dir}/wav/wav.scp" "${rt}/audio/wav.scp"; cp "${dir}/ref" "${rt}/audio/text"
-    ${_cmd} --gpu "${_ngpu}" "${rt}/tokenize.log" python -m espnet2_almtok.bin.codec_inference \
+    ${_cmd} --gpu "${_ngpu}" "${rt}/tokenize.log" ${python} -m espnet2_almtok.bin.codec_inference \
       --model_dir "${codec_model}" --data_path_and_name_and_type "${rt}/audio/wav.scp,audio,sound" \
       --output_dir "${rt}/codes" --window "${window}" --encode_only --ngpu "${_ngpu}" || die "failed; see ${rt}/tokenize.log"
-    ${decode_cmd} "${rt}/data.log" python -m espnet2_almtok.recipe.lm_data build --audio_dir "${rt}/audio" \
+    ${decode_cmd} "${rt}/data.log" ${python} -m espnet2_almtok.recipe.lm_data build --audio_dir "${rt}/audio" \
       --codes_dir "${rt}/codes/codes" --bpemodel "${lm_data}/bpe/bpe.model" --tasks asr --out "${rt}/data" \
       || die "failed; see ${rt}/data.log"
     # shellcheck disable=SC2086
@@ -242,7 +290,7 @@ if [ ${stage} -le 6 ] && [ ${stop_stage} -ge 6 ] && [ "${skip_eval}" = false ] &
   done
 fi
 
-if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ] && [ "${skip_eval}" = false ]; then
+if run_stage 7 && [ "${skip_eval}" = false ]; then
   log "Stage 7: scoring"
   rate=""; [ "${codec_type}" != almtok ] || rate=", w=${window}"
   summary="# ${tag}\n\ncodec: ${codec_model} (${codec_type}${rate}); LM config: ${lm_config}, layout ${layout} ${lm_args}\n"
@@ -251,14 +299,14 @@ if [ ${stage} -le 7 ] && [ ${stop_stage} -ge 7 ] && [ "${skip_eval}" = false ]; 
       dir=${lm_exp}/decode_${t}_${s}
       [ -f "${dir}/.done" ] || continue
       case ${t} in
-        asr|caption) ${decode_cmd} "${dir}/scores.log" python -m espnet2_almtok.recipe.lm_score "${t}" \
+        asr|caption) ${decode_cmd} "${dir}/scores.log" ${python} -m espnet2_almtok.recipe.lm_score "${t}" \
                        --ref "${dir}/ref" --hyp "${dir}/text" --out_dir "${dir}/scores" --title "${s}" \
                        || die "scoring failed; see ${dir}/scores.log" ;;
         tts)
           rt=(); lang=()
           [ -f "${dir}/roundtrip/decode_asr/.done" ] && rt=(--asr_ref "${dir}/ref" --asr_hyp "${dir}/roundtrip/decode_asr/text")
           [ -f "${audio_dump}/${s}/utt2lang" ] && lang=(--utt2lang "${audio_dump}/${s}/utt2lang")
-          ${decode_cmd} "${dir}/scores.log" python -m espnet2_almtok.recipe.lm_score tts \
+          ${decode_cmd} "${dir}/scores.log" ${python} -m espnet2_almtok.recipe.lm_score tts \
             --ref_scp "${audio_dump}/${s}/wav.scp" --hyp_scp "${dir}/wav/wav.scp" "${rt[@]}" --text "${dir}/ref" "${lang[@]}" \
             --out_dir "${dir}/scores" --title "${s}" || die "scoring failed; see ${dir}/scores.log" ;;
       esac

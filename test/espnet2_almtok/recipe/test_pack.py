@@ -108,18 +108,20 @@ def test_hf_upload_skips_saying_why_when_offline_or_not_logged_in(tmp_path, monk
     with zipfile.ZipFile(packed, "w") as zf:
         zf.writestr("meta.yaml", "{}")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    pack.main(["--upload_hf", "someone/almtok", "--packed", str(packed)])
+    with pytest.raises(SystemExit, match="did not happen"):  # an upload asked for and not done fails
+        pack.main(["--upload_hf", "someone/almtok", "--packed", str(packed)])
     assert "Hugging Face upload skipped: HF_HUB_OFFLINE is set" in capsys.readouterr().out
     monkeypatch.delenv("HF_HUB_OFFLINE")
     for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no_token"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no_tokens"))
-    pack.main(["--upload_hf", "someone/almtok", "--packed", str(packed)])
+    with pytest.raises(SystemExit):
+        pack.main(["--upload_hf", "someone/almtok", "--packed", str(packed)])
     assert "Hugging Face upload skipped: not logged in" in capsys.readouterr().out
 
 
-def test_recipe_upload_stage_needs_a_repo_and_skips_offline(tmp_path, monkeypatch):
+def test_recipe_upload_stage_needs_a_repo_and_fails_offline(tmp_path, monkeypatch):
     recipe = copy_recipe(tmp_path, "codec1")
     bad = run_recipe(recipe, "--skip_upload_hf", "false", check=False)
     assert bad.returncode != 0 and "without --hf_repo" in bad.stderr
@@ -131,7 +133,8 @@ def test_recipe_upload_stage_needs_a_repo_and_skips_offline(tmp_path, monkeypatc
     with zipfile.ZipFile(exp / "almtok_packed.zip", "w") as zf:
         zf.writestr("meta.yaml", "{}")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    out = run_recipe(recipe, *args)
+    out = run_recipe(recipe, *args, check=False)
+    assert out.returncode != 0 and "Successfully finished" not in out.stdout
     assert "Stage 11" in out.stdout and "Hugging Face upload skipped: HF_HUB_OFFLINE is set" in out.stdout
 
 

@@ -154,3 +154,64 @@ def test_skip_flags_and_backend_checks(tmp_path):
                            "dump/raw/empty/wav.scp is missing or lists no utterances")]:
         bad = run_recipe(recipe, *args, check=False)
         assert bad.returncode != 0 and message in bad.stderr, (args, bad.stderr[-500:])
+
+
+def test_stage_numbers_options_and_arguments_are_checked_before_anything_runs(tmp_path):
+    """Bad stage ranges, shell variables posing as options, stray arguments and ESPnet options
+    that make no sense here fail at once (before the venv is even needed), naming the fix."""
+    recipe = copy_recipe(tmp_path, "codec1")
+    for args, message in [(("--stage", "12"), "--stage must be a stage number from 1 to 11"),
+                          (("--stage", "abc"), "--stage must be a stage number"),
+                          (("--stage", "5", "--stop_stage", "3"), "--stage 5 is after --stop_stage 3"),
+                          (("--skip_stages", "3 x"), "--skip_stages: 'x' is not a stage number"),
+                          (("--PATH", "/tmp"), "invalid option --PATH"),
+                          (("--IFS", "x"), "invalid option --IFS"),
+                          (("--stage", "2", "max_epoch=3"), "unexpected argument 'max_epoch=3'"),
+                          (("--download_model", "espnet/x"), "nothing is downloaded by this recipe"),
+                          (("--num_splits", "4"), "only 1 is supported"),
+                          (("--skip_upload", "false"), "there is no Zenodo upload here"),
+                          (("--audio_format", "flac"), "only wav"),
+                          (("--skip_packing", "maybe"), "--skip_packing must be true or false")]:
+        bad = run_recipe(recipe, *args, check=False)
+        assert bad.returncode != 0 and message in bad.stderr, (args, bad.stderr[-500:])
+        assert "Successfully finished" not in bad.stdout
+
+
+def test_help_works_before_the_venv_exists(tmp_path):
+    import os
+    import subprocess
+
+    recipe = copy_recipe(tmp_path, "codec1")
+    venv = tmp_path / "no_venv_yet"
+    proc = subprocess.run(["./run.sh", "--help"], cwd=recipe, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "ALMTOK_VENV": str(venv)})
+    assert proc.returncode == 0 and "--skip_stages" in proc.stdout and "codec.sh stages" in proc.stdout
+    assert not venv.exists()
+
+
+def test_reruns_honour_changed_arguments(demo_codec_recipe, tmp_path):
+    """A training rerun with other arguments is refused (naming --resume and --tag), an unchanged
+    one skips; a decoding with another model or inference config goes to its own decode dir, and
+    stage 9 packs the model that was decoded."""
+    import shutil
+
+    demo_codec_recipe = Path(shutil.copytree(demo_codec_recipe, tmp_path / "codec1", symlinks=True))  # ours to change
+    exp1 = demo_codec_recipe / "exp/codec_train_almtok_debug_stage1"
+    bad = run_recipe(demo_codec_recipe, "--stage", "5", "--stop_stage", "5", "--stage1_args", "--max_epoch 3", check=False)
+    assert bad.returncode != 0 and "trained with other arguments" in bad.stderr
+    assert "--resume true" in bad.stderr and "--tag NAME" in bad.stderr and "--max_epoch" in bad.stderr
+    assert "arg --max_epoch" not in (exp1 / ".done").read_text()  # nothing was overwritten
+    same = run_recipe(demo_codec_recipe, "--stage", "5", "--stop_stage", "6")
+    assert same.stdout.count("with these arguments; skipping") == 2
+
+    (tmp_path / "bs2.yaml").write_text("batch_size: 2\n")
+    out = run_recipe(demo_codec_recipe, "--stage", "7", "--stop_stage", "9", "--inference_model", "latest.pth",
+                     "--inference_config", str(tmp_path / "bs2.yaml"), "--score_judges", "none")
+    exp2 = demo_codec_recipe / "exp/codec_train_almtok_debug_stage2"
+    dec = exp2 / "decode_w4_latest_bs2/test"
+    assert "skipping" not in out.stdout and (dec / "scores/result.md").is_file()
+    assert (dec / ".done").read_text().startswith(f"model exp/codec_train_almtok_debug_stage2/latest.pth ")
+    assert "Stage 9: packing exp/codec_train_almtok_debug_stage2 (exp/codec_train_almtok_debug_stage2/latest.pth)" in out.stdout
+    again = run_recipe(demo_codec_recipe, "--stage", "7", "--stop_stage", "7", "--inference_model", "latest.pth",
+                       "--inference_config", str(tmp_path / "bs2.yaml"))
+    assert "decode_w4_latest_bs2/test is complete; skipping" in again.stdout

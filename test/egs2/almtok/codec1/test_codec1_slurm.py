@@ -58,7 +58,7 @@ def test_whole_demo_through_slurm_equals_the_local_run(demo_codec_recipe, slurm,
     recipe = copy_recipe(tmp_path, "codec1")
     # 3 jobs where the local run had 2: the split does not change the outputs
     out = run_recipe(recipe, "--cmd_backend", "slurm", "--nj", "3", "--inference_nj", "3", "--score_judges", "none")
-    assert "Successfully finished. [stages 1-9]" in out.stdout
+    assert "Successfully finished. [stages 1-11]" in out.stdout
     assert all(ran_under_slurm(recipe / f"dump/raw/train/logdir/format.{j}.log") for j in (1, 2, 3))
     assert all(ran_under_slurm(recipe / f"exp/semantic_prior/logdir/extract.{j}.log") for j in (1, 2, 3))
     assert ran_under_slurm(recipe / "exp/semantic_prior/extract.log")

@@ -92,3 +92,21 @@ def test_lm_recipe_on_espnet_dac_tokens(demo_codec_recipe):
     results = (exp / "RESULTS.md").read_text()
     assert "(dac)" in results and "layout delay" in results and "## tts (test)" in results
     assert len(table(exp / "decode_asr_test/text")) == 12
+
+
+def test_stage_numbers_stray_arguments_and_espnet_options_are_checked(tmp_path):
+    recipe = copy_recipe(tmp_path, "lm1")
+    for args, message in [(("--stage", "8"), "--stage must be a stage number from 1 to 7"),
+                          (("--stage", "4", "--stop_stage", "2"), "--stage 4 is after --stop_stage 2"),
+                          (("--stage", "1", "extra"), "unexpected argument 'extra'"),
+                          (("--HOME", "/tmp"), "invalid option --HOME"),
+                          (("--fs", "16000"), "the audio rate is the codec model's"),
+                          (("--hf_repo", "u/x"), "no Hugging Face upload stage"),
+                          (("--lang", "en"), "one BPE model per corpus"),
+                          (("--token_type", "word"), "--token_type word: bpe or char"),
+                          (("--bpemode", "wordpiece"), "--bpemode wordpiece: bpe or unigram")]:
+        bad = run_recipe(recipe, *args, check=False)
+        assert bad.returncode != 0 and message in bad.stderr, (args, bad.stderr[-500:])
+    helptext = run_recipe(recipe, "--help").stdout
+    for option in ("--train_config", "--token_type", "--bpemode", "--bpe_train_text", "--skip_stages", "--python"):
+        assert option in helptext, option
