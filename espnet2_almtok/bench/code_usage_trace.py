@@ -30,7 +30,7 @@ def main(argv=None) -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     from espnet2_almtok.bench.measure import BudgetTrainer
-    from espnet2_almtok.bin import compare as C
+    from espnet2_almtok.bench import compare as C
 
     gen = {"codebook_input_norm": args.codebook_input_norm, "frame_norm": args.frame_norm}
     cut, train = C.almtok_for_diagnosis(args.data_dir, args.work_dir, {"lambda_commit": args.lambda_commit}, gen)

@@ -142,7 +142,7 @@ def learning_curve(system: str, data_dir: Path, work_dir: Path, device: str, sec
     import numpy as np
 
     from espnet2_almtok.bench import learning_floor as LF
-    from espnet2_almtok.bin import compare as C
+    from espnet2_almtok.bench import compare as C
     from espnet2_almtok.code_usage import code_usage, describe
     from espnet2_almtok.recipe.score import Scorer
 

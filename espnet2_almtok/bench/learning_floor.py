@@ -215,7 +215,7 @@ def main(argv=None) -> None:
         p.error("--mae_pass separate without --mae_loss trains nothing on the masked pass: add --mae_loss")
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    from espnet2_almtok.bin import compare as C
+    from espnet2_almtok.bench import compare as C
     from espnet2_almtok.fileio import atomic_write_text
     from espnet2_almtok.recipe.score import Scorer
 

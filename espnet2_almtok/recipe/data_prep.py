@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import soundfile
-from tqdm import tqdm
+from espnet2_almtok.progress import progress
 
 from espnet2_almtok.recipe.kaldi_dir import Utterance, read_table, write_data_dir
 
@@ -507,7 +507,7 @@ def decode_all(items: List[AudioItem], nj: int, problems: Problems) -> List[Audi
     start = time.time()
     todo = sum(not i.dst.exists() for i in items)
     with ThreadPoolExecutor(max(1, nj)) as pool:
-        reasons = list(tqdm(pool.map(_decode_or_reason, items), total=len(items), desc="ffmpeg decode", unit="file"))
+        reasons = list(progress(pool.map(_decode_or_reason, items), total=len(items), desc="ffmpeg decode", unit="file"))
     ok = []
     for item, reason in zip(items, reasons):
         if reason is None:

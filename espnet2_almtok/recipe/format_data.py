@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile
-from tqdm import tqdm
+from espnet2_almtok.progress import progress
 
 from espnet2_almtok.audio import AudioError, resample, to_mono_tensor, validate_waveform
 from espnet2_almtok.fileio import atomic_write_text, done_matches, done_signature, optional_file_sha256
@@ -137,7 +137,7 @@ def format_dir(src: Path, dst: Path, fs: int, min_dur: float, max_dur: float, on
             reject(utt, "has audio but no text line")
     read = _Reader(wav_scp, segments)
     out_scp, num_samples = {}, {}
-    for utt in tqdm([k for k in keys if k not in bad], desc=f"format {src.name}", unit="utt"):
+    for utt in progress([k for k in keys if k not in bad], desc=f"format {src.name}", unit="utt"):
         out = (audio_dir / f"{utt}.wav").resolve()
         if out.exists():  # done on an earlier run of these options and inputs (written atomically)
             out_scp[utt], num_samples[utt] = str(out), str(soundfile.info(str(out)).frames)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from tqdm import tqdm
+from espnet2_almtok.progress import progress
 
 from espnet2_almtok.fileio import atomic_write_text
 from espnet2_almtok.lm.metrics import bleu, cider, dtw_distance, error_rates
@@ -88,7 +88,7 @@ def score_tts(ref_scp: Path, hyp_scp: Path, fs: int, asr_ref: Path = None, asr_h
                            f"e.g. {untranscribed[:3]}; give the TTS input text as --text")
     log_mel = LogMel(fs)
     rows, sphinx_hyp, sphinx_ref = [], {}, {}
-    for utt in tqdm(sorted(hyps), desc="tts score", unit="utt"):
+    for utt in progress(sorted(hyps), desc="tts score", unit="utt"):
         ref, hyp = load(refs[utt], utt, fs), load(hyps[utt], utt, fs)
         frames = [log_mel(w).T.numpy() for w in (hyp, ref)]  # (T, 80) each
         row = dict(utt=utt, mel_dtw=dtw_distance(*frames), dur_ratio=hyp.numel() / ref.numel())

@@ -46,7 +46,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 import torchaudio
-from tqdm import tqdm
+from espnet2_almtok.progress import progress
 
 from espnet2_almtok.audio import read_audio, resample, to_mono_tensor
 from espnet2_almtok.code_usage import code_usage
@@ -375,7 +375,7 @@ def main(argv: Sequence[str] = None) -> None:
     panel = JudgePanel(judges, selection, asr_refs, args.fs)
     scorer = Scorer(args.fs)
     rows = []
-    for utt in tqdm(utts, desc="score", unit="utt"):
+    for utt in progress(utts, desc="score", unit="utt"):
         r, h = load(ref[utt], utt, args.fs), load(hyp[utt], utt, args.fs)
         row = scorer(r, h)
         row.update(panel(utt, r, h))

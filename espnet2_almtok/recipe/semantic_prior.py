@@ -81,7 +81,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import yaml
-from tqdm import tqdm
+from espnet2_almtok.progress import progress
 
 from espnet2_almtok.audio import read_audio, resample, to_mono_tensor, validate_waveform
 from espnet2_almtok.fileio import atomic_write_text, done_matches, done_signature, optional_file_sha256
@@ -235,7 +235,7 @@ def extract_features(entries: List[Tuple[str, str]], source: FeatureSource, feat
         entries = share.take(entries)
     paths = []
     desc = f"{source.upstream} layer {source.layer}" + (f" (job {share.job}/{share.nj})" if share else "")
-    for utt, spec in tqdm(entries, desc=desc, unit="utt"):
+    for utt, spec in progress(entries, desc=desc, unit="utt"):
         out = feat_dir / f"{utt}.npy"
         paths.append(out)
         if out.exists():

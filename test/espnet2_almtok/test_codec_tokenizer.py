@@ -54,7 +54,7 @@ def test_almtok_exp_loads_as_almtokenizer(tmp_path, debug_config):
 
 
 def test_codec_inference_with_an_espnet_codec(dac_exp, tmp_path):
-    from espnet2_almtok.bin import codec_inference
+    from espnet2_almtok.inference import codec_inference
     from espnet2_almtok.fileio import read_codes_scp, read_meta
 
     soundfile.write(tmp_path / "a.wav", speechlike(0.6).numpy(), 16000)

@@ -121,7 +121,7 @@ def test_the_crafted_model_file_is_armed(ctx, tmp_path):
 # ---------------------------------------------------------------------------- the cases
 def inference(ctx, scp_text=None, *extra, model=None, out="out", scp=None):
     """codec_inference on a wav.scp holding ``scp_text`` (or the path ``scp``); returns the out dir."""
-    from espnet2_almtok.bin import codec_inference
+    from espnet2_almtok.inference import codec_inference
 
     if scp is None:
         scp = ctx.case_dir / "wav.scp"
@@ -161,13 +161,13 @@ def model_bytes(ctx) -> bytes:
 
 
 def gan_coding(ctx, **kw):
-    from espnet2_almtok.bin.gan_codec_inference import ALMTokAudioCoding
+    from espnet2_almtok.inference.gan_codec_inference import ALMTokAudioCoding
 
     return ALMTokAudioCoding(**kw)
 
 
 def gan_from_tag(tag):
-    from espnet2_almtok.bin.gan_codec_inference import ALMTokAudioCoding
+    from espnet2_almtok.inference.gan_codec_inference import ALMTokAudioCoding
 
     return ALMTokAudioCoding.from_pretrained(model_tag=str(tag))
 
@@ -181,7 +181,7 @@ def format_cli(ctx, *args):
 
 
 def model_info(path):
-    from espnet2_almtok.bin import model_info as mi
+    from espnet2_almtok.inference import model_info as mi
 
     mi.main(["--config", str(path)])
 
@@ -200,7 +200,7 @@ def debug_config_with(ctx, **changes) -> Path:
 
 
 def model_info_lm(ctx, *options):
-    from espnet2_almtok.bin import model_info as mi
+    from espnet2_almtok.inference import model_info as mi
 
     mi.main(["--config", str(DEBUG_CONFIG.parent / "train_lm_debug.yaml"), *options])
 
@@ -496,7 +496,7 @@ def test_a_good_init_param_and_model_file_still_load_through_the_checks(ctx, tmp
 
 def gan_coding_model(ctx):
     """ESPnet's build_model_from_file (our task) on the crafted exp's config with good weights."""
-    from espnet2_almtok.bin.gan_codec_inference import ALMTokInferenceTask
+    from espnet2_almtok.inference.gan_codec_inference import ALMTokInferenceTask
 
     torch.save(ctx.state, ctx.case_dir / "good.pth")
     return ALMTokInferenceTask.build_model_from_file(ctx.crafted / "config.yaml", ctx.case_dir / "good.pth", "cpu")

@@ -104,7 +104,7 @@ def decode_setup(tmp_path_factory):
     """An exp dir (debug config, untrained generator), a wav.scp of 6 clips, the reference
     outputs of one uninterrupted run, and the codec_inference arguments (without --output_dir)."""
     from espnet2_almtok import ALMTokenizer
-    from espnet2_almtok.bin import codec_inference
+    from espnet2_almtok.inference import codec_inference
 
     root = tmp_path_factory.mktemp("kill_decode")
     exp = root / "exp"
@@ -124,7 +124,7 @@ def decode_setup(tmp_path_factory):
     return args, reference
 
 
-M = "espnet2_almtok.bin.codec_inference"
+M = "espnet2_almtok.inference.codec_inference"
 DECODE_KILLS = {  # id -> [(module, attr, nth, when), ...]: the kills before the final rerun
     "mid-run-after-2-utterances": [(M, "DecodeJob.batch", 3, "before")],
     "all-coded-nothing-moved": [(M, "write_meta", 1, "before")],
@@ -136,7 +136,7 @@ DECODE_KILLS = {  # id -> [(module, attr, nth, when), ...]: the kills before the
 
 @pytest.mark.parametrize("kills", DECODE_KILLS.values(), ids=DECODE_KILLS.keys())
 def test_decoding_killed_and_rerun_gives_the_uninterrupted_outputs(decode_setup, tmp_path, kills):
-    from espnet2_almtok.bin import codec_inference
+    from espnet2_almtok.inference import codec_inference
 
     args, reference = decode_setup
     out = tmp_path / "out"

@@ -29,7 +29,7 @@ def make_codec_exp(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def demo_lm(tmp_path_factory):
     """Demo corpus -> codec tokens -> BPE -> LM data dirs for train/dev/test."""
-    from espnet2_almtok.bin import codec_inference
+    from espnet2_almtok.inference import codec_inference
     from espnet2_almtok.recipe import data_prep, lm_data
 
     root = tmp_path_factory.mktemp("demo_lm")
@@ -87,7 +87,7 @@ def test_lm_train_loss_falls_on_demo_tokens(trained_lm):
 
 
 def test_lm_inference_asr_returns_text(demo_lm, trained_lm):
-    from espnet2_almtok.bin import lm_inference
+    from espnet2_almtok.inference import lm_inference
 
     out = demo_lm / "decode_asr"
     lm_inference.main(["--model_dir", str(trained_lm), "--data_dir", str(demo_lm / "lm/test"), "--task", "asr",
@@ -100,7 +100,7 @@ def test_lm_inference_asr_returns_text(demo_lm, trained_lm):
 
 
 def test_lm_inference_tts_writes_codes_and_audio(demo_lm, trained_lm):
-    from espnet2_almtok.bin import lm_inference
+    from espnet2_almtok.inference import lm_inference
     from espnet2_almtok.fileio import read_codes_scp
 
     out = demo_lm / "decode_tts"
@@ -118,7 +118,7 @@ def test_lm_inference_tts_writes_codes_and_audio(demo_lm, trained_lm):
 
 
 def test_lm_inference_refuses_tokens_of_another_codec(demo_lm, trained_lm, tmp_path):
-    from espnet2_almtok.bin import lm_inference
+    from espnet2_almtok.inference import lm_inference
 
     data = tmp_path / "data"
     shutil.copytree(demo_lm / "lm/test", data)
@@ -140,7 +140,7 @@ def test_lm_train_print_config_round_trip(tmp_path):
 
 def test_model_info_reports_lm_sizes(capsys):
     """The README's LM sizes come from this command."""
-    from espnet2_almtok.bin import model_info
+    from espnet2_almtok.inference import model_info
 
     model_info.main(["--config", str(ROOT / "conf/tuning/train_lm_base.yaml")])
     out = capsys.readouterr().out
@@ -150,7 +150,7 @@ def test_model_info_reports_lm_sizes(capsys):
 
 def test_model_info_reads_a_trained_lms_vocabulary(trained_lm, capsys):
     """A trained LM's config.yaml carries its token list: its size, not the default assumption's."""
-    from espnet2_almtok.bin import model_info
+    from espnet2_almtok.inference import model_info
     from espnet2_almtok.lm.vocab import Vocabulary
 
     config = yaml.safe_load((trained_lm / "config.yaml").read_text())
@@ -163,7 +163,7 @@ def test_model_info_reads_a_trained_lms_vocabulary(trained_lm, capsys):
                                            ("just a string", "holds no codec_conf or lm_conf"),
                                            (b"\xff\xfe\x00binary", "is not a YAML file")])
 def test_model_info_names_a_bad_config(tmp_path, capsys, content, says):
-    from espnet2_almtok.bin import model_info
+    from espnet2_almtok.inference import model_info
 
     path = tmp_path / "config.yaml"
     if isinstance(content, bytes):

@@ -173,7 +173,7 @@ def test_the_zip_records_the_sha256_of_every_member(packed):
 def test_a_bit_flipped_weights_member_is_refused_naming_the_zip_and_the_member(packed, tmp_path):
     from espnet2_almtok import ALMTokenizer
     from espnet2_almtok.api import verify_packed
-    from espnet2_almtok.bin.gan_codec_inference import ALMTokAudioCoding
+    from espnet2_almtok.inference.gan_codec_inference import ALMTokAudioCoding
 
     bad = tmp_path / "flipped.zip"
     rewrite_zip(packed, bad, lambda name, data: flip_bit(data, len(data) // 2) if name == "almtok/model.pth" else data)

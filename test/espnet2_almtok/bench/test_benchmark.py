@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from espnet2_almtok.bin import benchmark
+from espnet2_almtok.bench import benchmark
 
 
 @pytest.mark.slow  # trains and scores 4 codecs: ~2.5 min of the default suite's budget

@@ -65,7 +65,7 @@ def test_compare_quick_run_writes_every_record_and_resumes(tmp_path):
 
 
 def test_missing_or_empty_data_is_named_with_the_fix(tmp_path):
-    from espnet2_almtok.bin.compare import load_dir
+    from espnet2_almtok.bench.compare import load_dir
 
     with pytest.raises(FileNotFoundError, match=r"nowhere/wav.scp not found.*--corpus asterisk --stop_stage 2"):
         load_dir(tmp_path / "nowhere")
@@ -83,7 +83,7 @@ def test_probe_is_skipped_with_the_reason_for_constant_tokens(tmp_path, monkeypa
     import torch
 
     from espnet2_almtok.bench.probe import ProbeExample
-    from espnet2_almtok.bin import compare
+    from espnet2_almtok.bench import compare
 
     examples = [ProbeExample(torch.zeros(1, 20, dtype=torch.long), "press one") for _ in range(4)]
     setting = {"label": "n_q=1", "bitrate": 500.0, "frames_per_s": 50.0, "codebook_size": 8}
@@ -98,7 +98,7 @@ def test_probe_is_skipped_with_the_reason_for_constant_tokens(tmp_path, monkeypa
 
 
 def test_against_untrained_reads_each_score_in_its_own_direction():
-    from espnet2_almtok.bin.compare import JUDGE_MARGINS, against_untrained
+    from espnet2_almtok.bench.compare import JUDGE_MARGINS, against_untrained
 
     untrained = {"mel_distance": 3.9, "stft_distance": 3.1, "pesq_wb": 1.04, "stoi": 0.40, "wer": 100.0, "dnsmos": 1.29}
     trained = {"mel_distance": 3.4, "stft_distance": 3.08, "pesq_wb": 1.30, "stoi": 0.37, "wer": 90.0, "dnsmos": 1.10}
@@ -113,7 +113,7 @@ def test_against_untrained_reads_each_score_in_its_own_direction():
 
 def test_quality_plot_names_each_judge_on_its_axis(tmp_path, monkeypatch):
     """Each panel's y label is its judge's (an untrained record's setting once overwrote it)."""
-    from espnet2_almtok.bin import compare
+    from espnet2_almtok.bench import compare
 
     figs = []
     monkeypatch.setattr(compare, "_save_fig", lambda fig, path: figs.append((path.name, fig)))
@@ -133,7 +133,7 @@ def test_every_almtok_system_builds_with_its_overrides():
 
     import yaml
 
-    from espnet2_almtok.bin.compare import ROOT, SYSTEMS
+    from espnet2_almtok.bench.compare import ROOT, SYSTEMS
     from espnet2_almtok.codec.almtok import ALMTokenizerCodec
 
     base = yaml.safe_load((ROOT / "conf" / "benchmark" / "almtok.yaml").read_text())["codec_conf"]
@@ -160,7 +160,7 @@ def test_every_almtok_system_builds_with_its_overrides():
 
 
 def test_training_curve_axis_ignores_a_diverging_system():
-    from espnet2_almtok.bin.compare import curve_axis_top
+    from espnet2_almtok.bench.compare import curve_axis_top
 
     systems = {"a": {"curve": [{"dev_mel": 3.8}, {"dev_mel": 2.4}]},
                "b": {"curve": [{"dev_mel": 7.8}, {"dev_mel": 2.5}]},
@@ -173,7 +173,7 @@ def test_training_curve_axis_ignores_a_diverging_system():
 def test_dac_at_its_own_lr_differs_from_dac_in_the_lr_only():
     from dataclasses import replace
 
-    from espnet2_almtok.bin.compare import SYSTEMS, get_parser, lr_of
+    from espnet2_almtok.bench.compare import SYSTEMS, get_parser, lr_of
 
     args = get_parser().parse_args(["--data_dir", "d", "--output_dir", "o", "--lr", "5e-4"])
     assert lr_of(SYSTEMS["dac"], args) == 5e-4  # the comparison's lr
@@ -184,7 +184,7 @@ def test_dac_at_its_own_lr_differs_from_dac_in_the_lr_only():
 def test_scored_test_clips_keep_every_english_prompt_and_depend_on_the_data_seed_only():
     import torch
 
-    from espnet2_almtok.bin.compare import Clip, get_parser, scored_test_clips
+    from espnet2_almtok.bench.compare import Clip, get_parser, scored_test_clips
 
     clips = [Clip(f"en{i}", torch.zeros(1), "hello", "speech", "en") for i in range(3)] + \
             [Clip(f"fx{i}", torch.zeros(1), "", "sound", "none") for i in range(10)]
@@ -207,7 +207,7 @@ def test_espnet_dac_quantization_loss_cancels_its_commitment_gradient():
     from espnet2.gan_codec.dac.dac import DAC
     from espnet2.gan_codec.shared.quantizer.residual_vq import ResidualVectorQuantizer
 
-    from espnet2_almtok.bin.compare import SYSTEMS
+    from espnet2_almtok.bench.compare import SYSTEMS
 
     torch.manual_seed(0)
     rvq = ResidualVectorQuantizer(dimension=8, n_q=2, bins=16, kmeans_init=False, quantizer_dropout=True).train()

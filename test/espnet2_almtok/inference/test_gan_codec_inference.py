@@ -54,7 +54,7 @@ def wav_scp(tmp_path_factory):
 
 
 def our_codes(model, scp, out, window, *extra):
-    from espnet2_almtok.bin import codec_inference
+    from espnet2_almtok.inference import codec_inference
     from espnet2_almtok.fileio import read_codes_scp
 
     codec_inference.main(["--model_dir", str(model), "--data_path_and_name_and_type", f"{scp},audio,sound",
@@ -64,7 +64,7 @@ def our_codes(model, scp, out, window, *extra):
 
 def espnet_codes(out, scp, *model_args, window=None):
     """Runs gan_codec_inference; -> {utt: codes (n_q, N)}, {utt: resynthesis}."""
-    from espnet2_almtok.bin import gan_codec_inference
+    from espnet2_almtok.inference import gan_codec_inference
 
     args = [*model_args, "--data_path_and_name_and_type", f"{scp},audio,sound", "--output_dir", str(out),
             "--num_workers", "0"]
@@ -127,7 +127,7 @@ def test_a_moved_exp_dir_loads_without_its_prior_files(tmp_path, wav_scp, debug_
 
 
 def test_a_model_file_missing_generator_weights_is_refused(exp, wav_scp, tmp_path):
-    from espnet2_almtok.bin import gan_codec_inference
+    from espnet2_almtok.inference import gan_codec_inference
 
     state = torch.load(exp / "valid.mel_loss.best.pth")
     torch.save({"model": state}, tmp_path / "checkpoint.pth")  # a trainer checkpoint: ESPnet would load nothing

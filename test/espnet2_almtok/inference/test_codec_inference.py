@@ -21,7 +21,7 @@ def exp(tmp_path_factory, debug_config):
 
 
 def decode(exp, scp, out, *extra):
-    from espnet2_almtok.bin import codec_inference
+    from espnet2_almtok.inference import codec_inference
 
     codec_inference.main(["--model_dir", str(exp), "--data_path_and_name_and_type", f"{scp},audio,sound",
                           "--output_dir", str(out), "--window", "4", *extra])
@@ -62,7 +62,7 @@ def test_a_rerun_with_other_inputs_redoes_the_job_and_the_same_inputs_skip(exp, 
 
 
 def test_a_second_job_on_the_same_output_dir_is_refused(exp, tmp_path):
-    from espnet2_almtok.bin.codec_inference import hold_lock
+    from espnet2_almtok.inference.codec_inference import hold_lock
 
     out = tmp_path / "out"
     out.mkdir()
@@ -78,7 +78,7 @@ def test_long_files_are_streamed_from_disk_in_order_with_the_codes_of_the_whole_
     """The debug config's context is 0.5 s: the 3.2 s file is streamed (never loaded whole) and
     coded as the API codes the clip in memory; the short ones around it are batched as before."""
     from espnet2_almtok import ALMTokenizer
-    from espnet2_almtok.bin import codec_inference
+    from espnet2_almtok.inference import codec_inference
     from espnet2_almtok.fileio import read_codes_scp
 
     clips = {"s1": speechlike(0.3, seed=1), "long": speechlike(3.2, seed=2), "s2": speechlike(0.4, seed=3)}
