@@ -78,6 +78,8 @@ stage2_args=""
 stage2_freeze_param="codec.generator.patchify codec.generator.encoder codec.generator.query_token codec.generator.mae_mask_token codec.generator.quantizer.project_in codec.generator.quantizer.layers codec.generator.mae_head codec.generator.ar_head"
 stage2_codec_conf="use_mae_loss=false use_ar_loss=false"   # stage 2: no MAE masking, no AR loss
 window=4                   # decoding: query window w (token rate = 50 Hz / w)
+units_stream=""            # stage 7 also writes ESPnet discrete units (asr2/tts2) per set: q1 (the semantic-prior
+                           # codebook) or all (every codebook, offset per codebook) -> <decode dir>/units_<stream>/
 score_judges=asr,dnsmos    # stage 8 independent judges: asr (pocketsphinx WER), dnsmos, spk (needs
                            # --score_spk_model DIR, a local HuggingFace *ForXVector model), or none
 score_spk_model=""
@@ -131,7 +133,8 @@ Options (default):
   --train_tasks_per_node (slurm: DDP ranks per node; default max(ngpu, 1))
   --dumpdir (${dumpdir}) --expdir (${expdir}) --inference_model (best found) --inference_config (YAML)
   --ssl_upstream (${ssl_upstream}) --ssl_path (${ssl_path}) --ssl_layer (${ssl_layer})
-  --window (${window}) --on_bad (${on_bad})
+  --window (${window}) --on_bad (${on_bad}) --units_stream (q1|all: ESPnet discrete units of each decoded set;
+  decode train/dev too with --test_sets "train dev test" for an asr2/tts2 recipe)
   --stage1_args/--stage2_args "extra training options", --tag NAME
   --stage2_freeze_param "param prefixes", --stage2_codec_conf "key=value ..." (stage 2's split)
 Every stage is resumable: rerun the same command after a kill. Jobs run through cmd.sh's
@@ -158,6 +161,7 @@ for s in ${skip_stages}; do
 done
 [ -z "${min_wav_duration}" ] || min_dur=${min_wav_duration}
 [ -z "${max_wav_duration}" ] || max_dur=${max_wav_duration}
+case "${units_stream}" in ""|q1|all) ;; *) echo "$0: --units_stream ${units_stream}: q1 or all" >&2; exit 1 ;; esac
 [ "${audio_format}" = wav ] || { echo "$0: --audio_format ${audio_format}: only wav (PCM16) is written here" >&2; exit 1; }
 [ "${skip_upload}" = true ] || { echo "$0: --skip_upload ${skip_upload}: there is no Zenodo upload here;" \
   "use --skip_upload_hf false --hf_repo user/name (stage 11)" >&2; exit 1; }
@@ -453,6 +457,13 @@ if run_stage 7 && [ "${skip_eval}" = false ]; then
     cp "${dir}/split${jobs}/out.1/codes/meta.yaml" "${dir}/codes/meta.yaml"
     echo "${decode_stamp}" > "${dir}/.done.tmp" && mv "${dir}/.done.tmp" "${dir}/.done"
   done
+  if [ -n "${units_stream}" ]; then
+    for s in ${test_sets}; do
+      dir=${final_exp}/${inference_tag}/${s}
+      ${python} -m espnet2_almtok.recipe.units --codes_dir "${dir}/codes" --stream "${units_stream}" \
+        --out_dir "${dir}/units_${units_stream}"
+    done
+  fi
 fi
 
 if run_stage 8 && [ "${skip_eval}" = false ]; then
