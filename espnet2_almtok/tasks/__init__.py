@@ -130,3 +130,58 @@ def resume_error(checkpoint, problem: str) -> str:
 
 
 _check_resume_checkpoint()
+
+
+def _safe_nested_dict_action() -> None:
+    """ESPnet 202511's ``NestedDictAction`` (``--codec_conf``, ``--model_conf``, ``--optim_conf``,
+    ...) ``eval()``s a value without ``=`` and loads ``key=value`` values with YAML's unsafe
+    loader: a command-line word could run code. Ours parses both with ``yaml.safe_load`` only
+    (``key=value``, ``key.sub=value``, or a YAML/flow mapping such as ``{a: 1, b: true}``), and
+    refuses anything else naming the option and the syntax."""
+    import argparse
+    import copy
+
+    import yaml
+    from espnet2.utils.nested_dict_action import NestedDictAction
+
+    if getattr(NestedDictAction.__call__, "safe_yaml_only", False):
+        return
+
+    def __call__(self, parser, namespace, values, option_strings=None):
+        def load(text):
+            try:
+                return yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise argparse.ArgumentError(self, f"{values!r} is not plain YAML ({type(e).__name__}); "
+                                                   f"give key=value or a mapping such as '{{a: 1}}'") from None
+
+        if "=" in values and not values.lstrip().startswith("{"):
+            key, value = values.split("=", maxsplit=1)
+            value = load(value) if value.strip() else value
+            indict = copy.deepcopy(getattr(namespace, self.dest, {}))
+            if not isinstance(indict, dict):
+                indict = {}
+            d = indict
+            keys = key.split(".")
+            for k in keys[:-1]:
+                if not isinstance(d.setdefault(k, {}), dict):
+                    d[k] = {}
+                d = d[k]
+            d[keys[-1]] = value
+            setattr(namespace, self.dest, indict)
+            return
+        value = load(values)
+        if not isinstance(value, dict):
+            raise argparse.ArgumentError(self, f"{values!r} must be key=value or a mapping such as '{{a: 1}}' "
+                                               "(it is read as YAML, never evaluated)")
+        d = getattr(namespace, self.dest, None)
+        if isinstance(d, dict):
+            d.update(value)
+        else:
+            setattr(namespace, self.dest, value)
+
+    __call__.safe_yaml_only = True
+    NestedDictAction.__call__ = __call__
+
+
+_safe_nested_dict_action()
