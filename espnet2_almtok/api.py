@@ -148,7 +148,13 @@ def generator_state(state: dict, model_file: Union[str, Path]) -> dict:
     for prefix in ("codec.generator.", "generator.", ""):
         sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if "query_token" in sub:
-            return {k: v for k, v in sub.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
+            kept = {k: v for k, v in sub.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
+            broken = [k for k, v in kept.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+            if broken:  # a diverged training: it would give one code for everything and non-finite audio
+                raise ValueError(f"{model_file}: {len(broken)} generator weight tensor(s) hold NaN/inf (e.g. "
+                                 f"{', '.join(broken[:3])}): the training diverged. Use an earlier checkpoint "
+                                 "(<N>epoch.pth) or retrain with a lower learning rate")
+            return kept
     examples = ", ".join(sorted(state)[:3]) or "none"
     raise ValueError(
         f"{model_file} holds no ALMTokenizer generator weights (no 'codec.generator.*' keys; it has "

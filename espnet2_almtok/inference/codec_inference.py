@@ -63,13 +63,14 @@ def get_parser() -> argparse.ArgumentParser:
 
 def read_scp(path: str, keys=None):
     """``[(utt, path)]`` of a wav.scp, in file order, or in ``keys`` order when given."""
-    from espnet2_almtok.recipe.kaldi_dir import read_table
+    from espnet2_almtok.recipe.kaldi_dir import check_utt_ids, read_table
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"wav.scp {path} does not exist; check --data_path_and_name_and_type")
     table = read_table(Path(path))
     if not table:
         raise ValueError(f"wav.scp {path} lists no utterance; expected '<utt_id> <path>' lines")
+    check_utt_ids(table, f"wav.scp {path}")  # ids name the output files: none may leave --output_dir
     empty = [k for k, v in table.items() if not v]
     if empty:
         raise ValueError(f"{path}: utterance {empty[0]} has no path; expected '<utt_id> <path>' lines")

@@ -247,6 +247,10 @@ def inference(output_dir: str, batch_size: int, dtype: str, ngpu: int, seed: int
         collate_fn=GANCodecTask.build_collate_fn(audio_coding.train_args, False),
         allow_variable_data_keys=allow_variable_data_keys, inference=True)
 
+    from espnet2_almtok.recipe.kaldi_dir import check_utt_ids, read_table
+
+    for path, _, _ in data_path_and_name_and_type:  # the ids name the output files: none may leave output_dir
+        check_utt_ids(read_table(Path(path)), str(path))
     out = Path(output_dir)
     (out / "codec").mkdir(parents=True, exist_ok=True)
     if not encode_only:

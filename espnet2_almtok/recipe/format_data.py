@@ -40,7 +40,8 @@ from espnet2_almtok.progress import progress
 
 from espnet2_almtok.audio import AudioError, resample, to_mono_tensor, validate_waveform
 from espnet2_almtok.fileio import atomic_write_text, done_matches, done_signature, optional_file_sha256
-from espnet2_almtok.recipe.kaldi_dir import Segment, read_segments, read_table, read_wav_entry, write_table
+from espnet2_almtok.recipe.kaldi_dir import (Segment, read_segments, read_table, read_wav_entry, utt_id_problem,
+                                             write_table)
 
 
 PER_UTT_TABLES = ("text", "text.orig", "utt2spk", "utt2category", "utt2lang")
@@ -131,7 +132,9 @@ def format_dir(src: Path, dst: Path, fs: int, min_dur: float, max_dur: float, on
         bad[utt] = reason
 
     for utt in keys:
-        if text and utt not in utt_ids:
+        if (why := utt_id_problem(utt)):  # ids name the formatted files
+            reject(utt, f"the id cannot name a file: {why} (rename it in {src}; utterance ids are Kaldi ids)")
+        elif text and utt not in utt_ids:
             reject(utt, f"has a text line but no {audio_of}")
         elif text and utt not in text:
             reject(utt, "has audio but no text line")
@@ -157,7 +160,7 @@ def format_dir(src: Path, dst: Path, fs: int, min_dur: float, max_dur: float, on
         peak = float(wav.abs().max())
         if peak > 1.0:  # keep PCM16 from clipping
             wav = wav / peak
-        tmp = out.with_name(out.stem + ".tmp.wav")
+        tmp = out.with_name(f".{out.stem}.partial.wav")  # no id starts with '.': no id names a temp file
         soundfile.write(str(tmp), wav.numpy(), fs, "PCM_16")
         os.replace(tmp, out)
         out_scp[utt], num_samples[utt] = str(out), str(wav.numel())
@@ -208,7 +211,7 @@ def _remove_stale_audio(dst: Path, audio_dir: Path) -> None:
             shutil.rmtree(item)
         else:
             item.unlink()
-    for tmp in audio_dir.glob("*.tmp.wav"):
+    for tmp in audio_dir.glob(".*.partial.wav"):
         tmp.unlink()
 
 

@@ -24,14 +24,51 @@ class Utterance:
 _OWN_TABLES = ("wav.scp", "utt2spk", "spk2utt", "text", "utt2dur", "utt2category")
 
 
+MAX_ID_BYTES = 200
+
+
+def utt_id_problem(utt: str) -> Optional[str]:
+    """Why ``utt`` cannot be an utterance id here, or None. Ids become file names and table keys:
+    Kaldi ids, no path separators, whitespace or control characters, no leading ``-`` or ``.``,
+    no ``..``, at most :data:`MAX_ID_BYTES` bytes (file systems allow 255 per name)."""
+    if not utt:
+        return "it is empty"
+    if len(utt.encode("utf-8", "surrogateescape")) > MAX_ID_BYTES:
+        return f"it is longer than {MAX_ID_BYTES} bytes"
+    if "/" in utt or "\\" in utt:
+        return "it contains a path separator"
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in utt):
+        return "it contains whitespace or a control character"
+    if utt[0] in "-.":
+        return f"it starts with '{utt[0]}'"
+    if ".." in utt:
+        return "it contains '..'"
+    return None
+
+
+def check_utt_ids(ids: Iterable[str], where: str) -> None:
+    """Raise ValueError naming the ids (at most 5) that :func:`utt_id_problem` refuses, and the fix."""
+    bad = [(u, why) for u in ids if (why := utt_id_problem(u))]
+    if bad:
+        shown = "; ".join(f"{u!r}: {why}" for u, why in bad[:5])
+        raise ValueError(f"{where}: {len(bad)} utterance id(s) cannot name files: {shown}. Utterance ids are "
+                         f"Kaldi ids (letters, digits, '_', '-', '.'; no '/', whitespace, leading '-' or '.', '..'; "
+                         f"at most {MAX_ID_BYTES} bytes): rename them in the data dir")
+
+
 def read_table(path: Path) -> Dict[str, str]:
     """A Kaldi table (``utt value`` lines) as a dict; ``{}`` if the file does not exist.
     A repeated utterance id is an error naming the line."""
     table = {}
     if not Path(path).exists():
         return table
-    for n, line in enumerate(open(path), 1):
-        parts = line.rstrip("\n").split(maxsplit=1)
+    try:
+        lines = open(path, encoding="utf-8").read().split("\n")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text table ('<utt_id> <value>' lines): is it an audio or binary "
+                         "file given where a wav.scp/text file is expected?") from None
+    for n, line in enumerate(lines, 1):
+        parts = line.split(maxsplit=1)
         if not parts:
             continue
         if parts[0] in table:
@@ -125,9 +162,13 @@ def write_data_dir(out: Path, utts: Iterable[Utterance], with_duration: bool = T
     utts: List[Utterance] = list(utts)
     wav, spk, text, dur, cat = {}, {}, {}, {}, {}
     extra: Dict[str, Dict[str, str]] = {}
+    check_utt_ids((u.utt_id for u in utts), str(out))
     for u in utts:
         if u.utt_id in wav:
             raise ValueError(f"{out}: utterance id {u.utt_id} occurs twice ({wav[u.utt_id]} and {u.path})")
+        if "\n" in u.path or "\r" in u.path:
+            raise ValueError(f"{out}: the file of utterance {u.utt_id} has a line break in its name ({u.path!r}), "
+                             "which would break wav.scp (and could make a command of it): rename the file")
         if not u.utt_id or any(c.isspace() for c in u.utt_id):
             raise ValueError(f"{out}: utterance id {u.utt_id!r} is empty or contains whitespace")
         wav[u.utt_id] = u.path

@@ -436,7 +436,30 @@ CASES = [
     ("format-nj-0", lambda c: format_cli(c, "--nj", "0"), SystemExit, r"^2$"),
     ("format-job-outside-nj", lambda c: format_cli(c, "--nj", "2", "--job", "3"), SystemExit, r"^2$"),
     ("format-no-wav-scp", lambda c: format_cli(c), FileNotFoundError, r"data/wav.scp is missing or empty; run stage 1"),
+    ("pth-diverged-nan-weights", lambda c: from_pretrained(exp_with(c, "model.pth", nan_weights(c))), ValueError,
+     r"exp/model.pth: \d+ generator weight tensor\(s\) hold NaN/inf .*the training diverged"),
+    # -- the id and path policy (ids name output files: none may leave the output dir)
+    ("id-with-path-separators", lambda c: inference(c, "../../../victim/notes {root}/good.wav\n"), ValueError,
+     r"wav.scp: 1 utterance id\(s\) cannot name files: '\.\./\.\./\.\./victim/notes': it contains a path separator"),
+    ("id-longer-than-a-file-name", lambda c: inference(c, "u" * 256 + " {root}/good.wav\n"), ValueError,
+     r"cannot name files: 'uuuu.*': it is longer than 200 bytes"),
+    ("id-leading-dash", lambda c: inference(c, "-rf {root}/good.wav\n"), ValueError, r"'-rf': it starts with '-'"),
+    ("scp-is-an-audio-file", lambda c: inference(c, scp=c.root / "good.wav"), ValueError,
+     r"good.wav is not a text table .*audio or binary file given where a wav.scp"),
+    ("wav-scp-path-with-a-line-break", lambda c: data_dir_with_path(c, "x\nu2 touch PWNED |\ny.wav"), ValueError,
+     r"the file of utterance u1 has a line break in its name .*rename the file"),
 ]
+
+
+def nan_weights(ctx) -> dict:
+    state = torch.load(ctx.exp / "model.pth", map_location="cpu")
+    return {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state.items()}
+
+
+def data_dir_with_path(ctx, path: str):
+    from espnet2_almtok.recipe.kaldi_dir import Utterance, write_data_dir
+
+    write_data_dir(ctx.case_dir / "data", [Utterance("u1", path, "spk")], with_duration=False)
 
 # What the stderr of the SystemExit cases must say (argparse errors name the option).
 SYSTEM_EXIT_SAYS = {

@@ -244,3 +244,21 @@ def test_parallel_jobs_and_merge_equal_one_run(tmp_path):
     (par / "split3" / "2" / ".done").unlink()
     with pytest.raises(FileNotFoundError, match="format job 2 of 3 did not finish"):
         merge_jobs(src, par, 3, 16000, 0.2, 30, "drop")
+
+
+def test_ids_that_cannot_name_files_are_refused_and_no_id_names_a_temp_file(tmp_path):
+    """An id ending in '.tmp' keeps its formatted file (temp files are '.<id>.partial.wav', and no id
+    starts with '.'); ids with '/', '..' or too many bytes never become paths outside the dump."""
+    src = tmp_path / "data"
+    src.mkdir()
+    soundfile.write(tmp_path / "a.wav", speechlike(0.5).numpy(), 16000)
+    ids = ["u1.tmp", "u2", "../../escape", ".hidden", "x" * 300]
+    (src / "wav.scp").write_text("".join(f"{u} {tmp_path / 'a.wav'}\n" for u in ids))
+    dst = tmp_path / "dump"
+    assert format_dir(src, dst, 16000, 0.2, 30, "drop") == 2
+    assert formatted(dst, "u1.tmp").is_file() and formatted(dst, "u2").is_file()
+    bad = dict(line.split(" ", 1) for line in (dst / "bad_utts").read_text().splitlines())
+    assert set(bad) == {"../../escape", ".hidden", "x" * 300} and all("cannot name a file" in r for r in bad.values())
+    assert not (tmp_path / "escape.wav").exists() and not list(tmp_path.rglob("*escape*"))
+    with pytest.raises(AudioError, match=r"utterance \.\./\.\./escape: the id cannot name a file: it contains a path"):
+        format_dir(src, tmp_path / "dump2", 16000, 0.2, 30, "error")
