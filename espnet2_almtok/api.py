@@ -498,7 +498,7 @@ class ALMTokenizer(torch.nn.Module):
         codes = torch.as_tensor(codes)
         if codes.dim() == 2:
             codes = codes.unsqueeze(0)
-        if codes.dtype.is_floating_point:
+        if codes.dtype.is_floating_point or codes.dtype == torch.bool or codes.is_complex():
             raise ValueError(f"codes must be integers, got {codes.dtype}")
         if codes.dim() == 3 and (codes.shape[0] == 0 or codes.shape[2] == 0):
             raise ValueError(f"codes of shape {tuple(codes.shape)} hold no token to decode (B, n_q, N with "

@@ -38,7 +38,7 @@ def to_float(wav, name: str = "input") -> torch.Tensor:
     """An array/tensor as float32; integer PCM is scaled to [-1, 1] (int8/16/32; uint8 centred at 128)."""
     if not torch.is_tensor(wav):
         arr = np.asarray(wav)
-        if arr.dtype == object or arr.dtype.kind not in "biuf":
+        if arr.dtype == object or arr.dtype.kind not in "iuf":
             raise AudioError(f"{name}: expected an array of audio samples, got {type(wav).__name__} "
                              f"(dtype {arr.dtype})")
         wav = arr
@@ -47,7 +47,9 @@ def to_float(wav, name: str = "input") -> torch.Tensor:
         return wav.float() / PCM_SCALE[wav.dtype]
     if wav.dtype == torch.uint8:
         return (wav.float() - 128.0) / 128.0
-    if not (wav.dtype.is_floating_point or wav.dtype == torch.bool):
+    if wav.dtype == torch.bool or wav.is_complex():
+        raise AudioError(f"{name}: {wav.dtype} samples are not audio; give float samples in [-1, 1] or int16/int32 PCM")
+    if not wav.dtype.is_floating_point:
         raise AudioError(f"{name}: integer samples of type {wav.dtype} have no PCM scale; give float "
                          "samples in [-1, 1] or int16/int32 PCM")
     return wav.float()
@@ -88,6 +90,8 @@ def as_clips(wav, sample_rate: Optional[int], channels_first: Optional[bool] = N
         wav, sample_rate, channels_first = arr, file_rate, False  # soundfile: (T, C)
     if sample_rate is None:
         raise ValueError("sample_rate is required for arrays and tensors (only a file path carries its own)")
+    if channels_first is not None and not isinstance(channels_first, (bool, np.bool_)):
+        raise ValueError(f"channels_first must be True, False or None, got {channels_first!r}")
     if isinstance(wav, (list, tuple)):
         clips = [to_mono_tensor(w, f"clip {i}", channels_first) for i, w in enumerate(wav)]
     else:
@@ -95,6 +99,11 @@ def as_clips(wav, sample_rate: Optional[int], channels_first: Optional[bool] = N
         if w.dim() in (1, 2):
             clips = [to_mono_tensor(w, "input", channels_first)]
         elif w.dim() == 3:
+            if channels_first is False:  # (B, T, C)
+                w = w.transpose(1, 2)
+            elif channels_first is None and w.shape[1] > w.shape[2]:
+                raise AudioError(f"input: a batch of shape {tuple(w.shape)} has more channels than samples as "
+                                 "(B, C, T); say its layout: channels_first=True for (B, C, T), False for (B, T, C)")
             clips = [c.mean(0) for c in w]
         else:
             raise AudioError(f"input: expected (T,), (C, T), (T, C), (B, C, T) or a list of clips, "

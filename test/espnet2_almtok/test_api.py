@@ -297,3 +297,24 @@ def test_an_oversized_yaml_member_of_a_packed_zip_is_refused_before_it_is_read(t
     assert path.stat().st_size < 1 << 20
     with pytest.raises(ValueError, match=r"bomb.zip: member meta.yaml is 17825792 bytes, over the 16777216"):
         ALMTokenizer.from_pretrained(path)
+
+
+def test_layouts_and_types_that_cannot_be_right_are_refused_not_coded(tokenizer):
+    """A (B, T, C) batch is read as such only when said; a layout flag must be a bool; bool and
+    complex samples or codes are not audio or codes."""
+    clips = torch.stack([speechlike(0.5, seed=s) for s in range(2)])  # (B, T)
+    ref = tokenizer.encode(clips.unsqueeze(1), 16000)  # (B, C=1, T)
+    assert torch.equal(tokenizer.encode(clips.unsqueeze(2), 16000, channels_first=False), ref)  # (B, T, C) said
+    with pytest.raises(AudioError, match=r"more channels than samples as \(B, C, T\); say its layout"):
+        tokenizer.encode(clips.unsqueeze(2), 16000)
+    with pytest.raises(ValueError, match="channels_first must be True, False or None, got 'False'"):
+        tokenizer.encode(clips, 16000, channels_first="False")
+    for bad in (clips > 0, clips.to(torch.complex64)):
+        with pytest.raises(AudioError, match="samples are not audio|expected an array of audio samples"):
+            tokenizer.encode(bad, 16000)
+        with pytest.raises(AudioError, match="expected an array of audio samples"):
+            tokenizer.encode(bad.numpy(), 16000)
+    codes = tokenizer.encode(speechlike(0.5), 16000)
+    for bad in (codes > 0, codes.to(torch.complex64)):
+        with pytest.raises(ValueError, match="codes must be integers"):
+            tokenizer.decode(bad)
