@@ -29,6 +29,7 @@ from pathlib import Path
 import kaldiio
 import soundfile
 import torch
+from espnet2_almtok.inference import positive_int
 from espnet2_almtok.progress import progress
 
 from espnet2_almtok.audio import AudioError
@@ -47,13 +48,13 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--key_file", default=None, help="only these utterance ids (one per line, first field)")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--window", type=int, default=4, help="query window w: token rate = frame rate / w")
-    p.add_argument("--batch_size", type=int, default=1, help="clips encoded together (padding-safe)")
+    p.add_argument("--batch_size", type=positive_int, default=1, help="clips encoded together (padding-safe)")
     p.add_argument("--encode_only", action="store_true", help="write tokens only, no resynthesis")
     p.add_argument("--context_seconds", type=float, default=None,
                    help="ALMTokenizer: seconds one Transformer pass attends (default: the training crop)")
     p.add_argument("--overlap_seconds", type=float, default=None,
                    help="ALMTokenizer: context on each side of a window's kept tokens (default: context / 6)")
-    p.add_argument("--chunk_batch", type=int, default=8, help="ALMTokenizer: windows per Transformer pass")
+    p.add_argument("--chunk_batch", type=positive_int, default=8, help="ALMTokenizer: windows per Transformer pass")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="precision of the networks (autocast; the codebook search stays float32)")
     p.add_argument("--ngpu", type=int, default=0)
@@ -203,6 +204,9 @@ def main(cmd=None):
     keys = None
     if args.key_file:
         keys = [line.split()[0] for line in open(args.key_file) if line.strip()]
+        if not keys:
+            raise ValueError(f"--key_file {args.key_file} lists no utterance id: nothing to decode (give a key "
+                             "file with one id per line, or leave --key_file out for the whole wav.scp)")
     entries = read_scp(args.data_path_and_name_and_type.split(",")[0], keys)
     out.mkdir(parents=True, exist_ok=True)
     lock = hold_lock(out)  # noqa: F841 (held until the process exits)

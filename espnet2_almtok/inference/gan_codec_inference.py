@@ -49,6 +49,7 @@ import soundfile as sf
 import torch
 from typeguard import typechecked
 
+from espnet2_almtok.inference import positive_int
 from espnet2_almtok.startup import import_quietly
 
 _espnet_inference = import_quietly("espnet2.bin.gan_codec_inference")
@@ -249,8 +250,20 @@ def inference(output_dir: str, batch_size: int, dtype: str, ngpu: int, seed: int
 
     from espnet2_almtok.recipe.kaldi_dir import check_utt_ids, read_table
 
-    for path, _, _ in data_path_and_name_and_type:  # the ids name the output files: none may leave output_dir
-        check_utt_ids(read_table(Path(path)), str(path))
+    for path, _, kind in data_path_and_name_and_type:  # the ids name the output files: none may leave output_dir
+        table = read_table(Path(path))
+        check_utt_ids(table, str(path))
+        if kind == "sound":  # ESPnet's loader does not resample: another rate would be coded as the model's
+            import soundfile
+
+            for utt, spec in table.items():
+                if spec.rstrip().endswith("|") or not Path(spec).is_file():
+                    continue
+                rate = soundfile.info(spec).samplerate
+                if rate != audio_coding.fs:
+                    raise ValueError(f"{path}: utterance {utt} ({spec}) is {rate} Hz, the model codes {audio_coding.fs} Hz "
+                                     "audio: resample it (the recipe's stage 2, or sox in.wav -r "
+                                     f"{audio_coding.fs} out.wav), or use bin/codec_inference, which resamples")
     out = Path(output_dir)
     (out / "codec").mkdir(parents=True, exist_ok=True)
     if not encode_only:
@@ -281,7 +294,7 @@ def get_parser() -> argparse.ArgumentParser:
                        help="seconds one Transformer pass attends; None: the training crop")
     group.add_argument("--overlap_seconds", type=float_or_none, default=None,
                        help="context on each side of a window's kept tokens; None: context / 6")
-    group.add_argument("--chunk_batch", type=int, default=8, help="Transformer windows per pass")
+    group.add_argument("--chunk_batch", type=positive_int, default=8, help="Transformer windows per pass")
     return parser
 
 

@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from espnet2_almtok.inference import positive_int
 from espnet2_almtok.progress import progress
 
 from espnet2_almtok.fileio import (atomic_write_text, flatten_codes, move_outputs, point_scp_at_final_dir,
@@ -48,16 +49,16 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--key_file", type=Path, default=None, help="utterance ids to decode (first field)")
     p.add_argument("--output_dir", type=Path, required=True)
     p.add_argument("--method", default="greedy", choices=METHODS)
-    p.add_argument("--beam_size", type=int, default=4)
+    p.add_argument("--beam_size", type=positive_int, default=4)
     p.add_argument("--length_penalty", type=float, default=1.0)
     p.add_argument("--top_k", type=int, default=0)
     p.add_argument("--top_p", type=float, default=1.0)
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--max_new_tokens", type=int, default=None, help="default: up to the context")
+    p.add_argument("--max_new_tokens", type=positive_int, default=None, help="default: up to the context")
     p.add_argument("--min_frames", type=int, default=1, help="tts: audio frames before <eos> is allowed")
     p.add_argument("--context_policy", default=None, choices=CONTEXT_POLICIES,
                    help="prompts longer than the context (default: the training config's)")
-    p.add_argument("--batch_size", type=int, default=8, help="prompts decoded together (greedy/sample)")
+    p.add_argument("--batch_size", type=positive_int, default=8, help="prompts decoded together (greedy/sample)")
     p.add_argument("--codec_model", default=None, help="tts: codec exp dir / packed zip to write audio")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ngpu", type=int, default=0)

@@ -438,6 +438,10 @@ CASES = [
     ("format-no-wav-scp", lambda c: format_cli(c), FileNotFoundError, r"data/wav.scp is missing or empty; run stage 1"),
     ("pth-diverged-nan-weights", lambda c: from_pretrained(exp_with(c, "model.pth", nan_weights(c))), ValueError,
      r"exp/model.pth: \d+ generator weight tensor\(s\) hold NaN/inf .*the training diverged"),
+    ("batch-size-zero", lambda c: inference(c, "u1 {root}/good.wav\n", "--batch_size", "0"), SystemExit, r"^2$"),
+    ("batch-size-negative", lambda c: inference(c, "u1 {root}/good.wav\n", "--batch_size", "-1"), SystemExit, r"^2$"),
+    ("key-file-empty", lambda c: inference(c, "u1 {root}/good.wav\n", "--key_file", str(write(c, "keys", "\n"))),
+     ValueError, r"--key_file .*keys lists no utterance id: nothing to decode"),
     # -- the id and path policy (ids name output files: none may leave the output dir)
     ("id-with-path-separators", lambda c: inference(c, "../../../victim/notes {root}/good.wav\n"), ValueError,
      r"wav.scp: 1 utterance id\(s\) cannot name files: '\.\./\.\./\.\./victim/notes': it contains a path separator"),
@@ -463,6 +467,8 @@ def data_dir_with_path(ctx, path: str):
 
 # What the stderr of the SystemExit cases must say (argparse errors name the option).
 SYSTEM_EXIT_SAYS = {
+    "batch-size-zero": "--batch_size: must be at least 1, got 0",
+    "batch-size-negative": "--batch_size: must be at least 1, got -1",
     "window-fractional-cli": "argument --window: invalid int value: '4.5'",
     "model_info-yaml-list": "c.yaml holds no codec_conf or lm_conf",
     "model_info-n_q-0": "c.yaml: codec_conf.generator_params.n_q must be a whole number >= 1, got 0; fix it",

@@ -174,3 +174,17 @@ def test_a_packed_zip_naming_members_outside_its_directory_writes_nothing_there(
         codes, _ = espnet_codes(tmp_path / f"out_{victim.parent.name}", wav_scp, "--model_tag", str(path))
         assert sorted(codes) == ["long", "short"]
         assert not victim.exists(), f"{path} wrote {victim}"
+
+
+def test_audio_at_another_rate_is_refused_not_coded_as_the_models(exp, tmp_path):
+    """ESPnet's loader does not resample: a 48 kHz file was coded as 16 kHz audio (1 s in, 3 s out)."""
+    from conftest import speechlike
+    from espnet2_almtok.inference import gan_codec_inference
+
+    soundfile.write(tmp_path / "hi.wav", speechlike(1.0, sr=48000).numpy(), 48000)
+    (tmp_path / "wav.scp").write_text(f"u48 {tmp_path / 'hi.wav'}\n")
+    with pytest.raises(ValueError, match=r"utterance u48 .* is 48000 Hz, the model codes 16000 Hz audio: resample it"):
+        gan_codec_inference.main(["--train_config", str(exp / "config.yaml"), "--data_path_and_name_and_type",
+                                  f"{tmp_path / 'wav.scp'},audio,sound", "--output_dir", str(tmp_path / "out"),
+                                  "--num_workers", "0"])
+    assert not (tmp_path / "out" / "codec" / "codec.scp").exists()
