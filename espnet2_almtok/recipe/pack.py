@@ -89,6 +89,27 @@ def codec_info(conf: dict, model_file: Path) -> dict:
             "model_file": model_file.name}
 
 
+def _check_prior(path: Path, gen: dict) -> None:
+    """Refuse, naming it, a ``codebook_init`` file that is not a semantic-prior array: a ``.npy``
+    of plain floats shaped ``(codebook_size, codebook_dim)`` (stage 3 writes those)."""
+    import numpy as np
+
+    shape = (gen.get("codebook_size"), gen.get("codebook_dim"))
+    problem = None
+    if path.suffix != ".npy":
+        problem = "it is not a .npy file"
+    else:
+        try:
+            arr = np.load(path, allow_pickle=False, mmap_mode="r")
+            if arr.dtype.kind != "f" or tuple(arr.shape) != shape:
+                problem = f"it holds a {arr.dtype} array of shape {tuple(arr.shape)}, not {shape} floats"
+        except (ValueError, OSError) as e:
+            problem = f"it is not a readable NumPy array ({e})"
+    if problem:
+        raise ValueError(f"config.yaml's codebook_init names {path}, but {problem}: packing copies only the "
+                         "semantic priors stage 3 wrote (exp/semantic_prior/codebook_<i>.npy); fix codebook_init")
+
+
 def pack(exp_dir: Path, out: Path, model_file: Optional[Path] = None, prior_dir: Optional[Path] = None) -> Path:
     """Write the zip (see the module doc) to ``out`` (atomically) and return ``out``."""
     model_file = Path(model_file) if model_file else _find_model_file(exp_dir)
@@ -101,6 +122,7 @@ def pack(exp_dir: Path, out: Path, model_file: Optional[Path] = None, prior_dir:
         if path is not None and not path.is_absolute() and not path.exists():
             path = exp_dir / path  # relative to the exp dir (a moved exp dir)
         if path is not None and path.is_file():
+            _check_prior(path, gen)  # only semantic-prior arrays go into a zip that may be published
             name = f"{ROOT}/priors/{path.name}" if path.name not in [Path(m).name for m in members] \
                 else f"{ROOT}/priors/{i + 1}_{path.name}"
             members[name] = path

@@ -217,3 +217,21 @@ def test_a_zip_packed_without_checksums_still_loads_with_a_warning(packed, tmp_p
     expected = ALMTokenizer.from_pretrained(packed).encode(wav, 16000, window=4)
     assert torch.equal(ALMTokenizer.from_pretrained(old).encode(wav, 16000, window=4), expected)
     assert "records no checksum" in caplog.text and str(old) in caplog.text
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "secret.npy"])
+def test_packing_copies_only_semantic_prior_arrays(tmp_path, debug_config, bad):
+    """A config whose codebook_init names another file (a secret, an array of another shape) is
+    refused: the zip may be uploaded (stage 11)."""
+    from espnet2_almtok.recipe import pack
+
+    exp, priors, _ = make_exp(tmp_path, debug_config)
+    if bad == "secret.npy":
+        np.save(tmp_path / bad, np.arange(5))
+        bad = str(tmp_path / bad)
+    conf = yaml.safe_load((exp / "config.yaml").read_text())
+    conf["codec_conf"]["generator_params"]["codebook_init"][1] = bad
+    (exp / "config.yaml").write_text(yaml.safe_dump(conf))
+    with pytest.raises(ValueError, match=r"codebook_init names .*(passwd|secret.npy), but it .*packing copies only the semantic priors"):
+        pack.pack(exp, tmp_path / "packed.zip")
+    assert not (tmp_path / "packed.zip").exists()
