@@ -442,6 +442,10 @@ CASES = [
     ("batch-size-negative", lambda c: inference(c, "u1 {root}/good.wav\n", "--batch_size", "-1"), SystemExit, r"^2$"),
     ("key-file-empty", lambda c: inference(c, "u1 {root}/good.wav\n", "--key_file", str(write(c, "keys", "\n"))),
      ValueError, r"--key_file .*keys lists no utterance id: nothing to decode"),
+    ("config-cut-at-a-line", lambda c: from_pretrained(exp_with_config(c, lambda t: t[: t.index("crop_length")])),
+     ValueError, r"config .*config.yaml looks cut short: it lacks 'distributed'"),
+    ("config-zero-bytes", lambda c: from_pretrained(exp_with_config(c, lambda t: "")), ValueError,
+     r"config .*config.yaml is empty"),
     # -- the id and path policy (ids name output files: none may leave the output dir)
     ("id-with-path-separators", lambda c: inference(c, "../../../victim/notes {root}/good.wav\n"), ValueError,
      r"wav.scp: 1 utterance id\(s\) cannot name files: '\.\./\.\./\.\./victim/notes': it contains a path separator"),
@@ -453,6 +457,19 @@ CASES = [
     ("wav-scp-path-with-a-line-break", lambda c: data_dir_with_path(c, "x\nu2 touch PWNED |\ny.wav"), ValueError,
      r"the file of utterance u1 has a line break in its name .*rename the file"),
 ]
+
+
+def exp_with_config(ctx, change) -> Path:
+    """A copy of the exp dir whose config.yaml is ESPnet's form (ending in 'distributed'), then ``change``d."""
+    import shutil
+
+    exp = ctx.case_dir / "exp"
+    shutil.copytree(ctx.exp, exp)
+    conf = yaml.safe_load((exp / "config.yaml").read_text())
+    conf = {"config": "conf.yaml", "output_dir": "exp", **conf, "crop_length": 8000, "version": "202511",
+            "distributed": False}  # ESPnet's order: config first, distributed last
+    (exp / "config.yaml").write_text(change(yaml.safe_dump(conf, sort_keys=False)))
+    return exp
 
 
 def nan_weights(ctx) -> dict:
