@@ -374,6 +374,8 @@ class ALMTokenizer(torch.nn.Module):
         ESPnet's pack format). Only the generator's inference weights are read (memory-mapped:
         the discriminator's and the training heads' tensors are never loaded); a packed zip is
         read through a temporary directory that is gone when this returns."""
+        if not isinstance(path, (str, Path)):
+            raise TypeError(f"from_pretrained takes the path of an exp dir or a packed .zip, got {type(path).__name__}")
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist; give an exp dir or a packed .zip")
@@ -503,7 +505,11 @@ class ALMTokenizer(torch.nn.Module):
             return self.generator.decode(codes, window, chunking=self.chunking).squeeze(1).float()  # views, no copy
 
     def _as_codes(self, codes) -> torch.Tensor:
-        codes = torch.as_tensor(codes)
+        try:
+            codes = torch.as_tensor(codes)
+        except (TypeError, ValueError, RuntimeError) as e:  # strings, ragged lists, objects
+            raise ValueError(f"codes must be an integer array (B, n_q, N) or (n_q, N), as encode() returns; got "
+                             f"{type(codes).__name__} that is not one ({str(e).splitlines()[0]})") from None
         if codes.dim() == 2:
             codes = codes.unsqueeze(0)
         if codes.dtype.is_floating_point or codes.dtype == torch.bool or codes.is_complex():

@@ -149,9 +149,9 @@ class ResidualVQ(nn.Module):
     def check_n_q(self, n_q: Optional[int]) -> int:
         if n_q is None:
             return self.n_q
-        if isinstance(n_q, bool) or not isinstance(n_q, int) or not 1 <= n_q <= self.n_q:
+        if isinstance(n_q, (bool, np.bool_)) or not isinstance(n_q, (int, np.integer)) or not 1 <= n_q <= self.n_q:
             raise ValueError(f"n_q must be an integer in 1..{self.n_q} (the model's codebooks), got {n_q!r}")
-        return n_q
+        return int(n_q)  # numpy integers too, as windows are
 
     def forward(self, h: torch.Tensor, n_q: Optional[int] = None, mask: Optional[torch.Tensor] = None):
         """``h``: ``(B, N, C)`` -> (quantized ``(B, N, C)``, codes ``(B, n_q, N)``, per-layer

@@ -318,3 +318,15 @@ def test_layouts_and_types_that_cannot_be_right_are_refused_not_coded(tokenizer)
     for bad in (codes > 0, codes.to(torch.complex64)):
         with pytest.raises(ValueError, match="codes must be integers"):
             tokenizer.decode(bad)
+
+
+def test_inputs_named_in_the_sweep_get_a_clear_answer(tokenizer):
+    import numpy as np
+
+    codes = tokenizer.encode(speechlike(0.5), 16000)
+    assert torch.equal(tokenizer.encode(speechlike(0.5), 16000, n_q=np.int64(2)), codes[:, :2])  # as window does
+    for bad in (["a", "b"], [[1, 2], [3]]):
+        with pytest.raises(ValueError, match="codes must be an integer array"):
+            tokenizer.decode(bad)
+    with pytest.raises(TypeError, match="from_pretrained takes the path of an exp dir or a packed .zip, got NoneType"):
+        ALMTokenizer.from_pretrained(None)
