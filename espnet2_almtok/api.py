@@ -93,11 +93,12 @@ def _read_config(config: Union[str, Path]) -> dict:
     if not conf:
         raise ValueError(f"config {config} is empty (a cut or failed write?); restore the config.yaml that "
                          "training wrote")
-    if "output_dir" in conf and "config" in conf and "distributed" not in conf:
-        # ESPnet's trainer writes its arguments in order, 'distributed' last: a file without it was
-        # cut short, and the keys it lost (e.g. crop_length, the coding context) would take defaults
-        raise ValueError(f"config {config} looks cut short: it lacks 'distributed', the last key ESPnet's trainer "
-                         "writes, so later keys are missing too; restore the config.yaml that training wrote")
+    if "output_dir" in conf and "config" in conf and "version" not in conf:
+        # ESPnet writes its arguments in order, 'version' at the end (training and --print_config alike):
+        # a file without it was cut short, and the keys it lost (e.g. crop_length, the coding context)
+        # would take defaults
+        raise ValueError(f"config {config} looks cut short: it lacks 'version', which ESPnet writes at the end, "
+                         "so other keys are missing too; restore the config.yaml that training wrote")
     codec = conf.get("codec", "almtok")
     if codec != "almtok":
         raise ValueError(f"{config} configures codec '{codec}'; ALMTokenizer loads only 'almtok' models "

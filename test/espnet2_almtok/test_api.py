@@ -270,7 +270,8 @@ def test_a_model_file_without_generator_weights_is_refused_naming_it(tmp_path, d
 def test_bfloat16_runs_the_networks_in_half_precision_and_the_codebook_search_in_float32(debug_config):
     tok = ALMTokenizer.from_config(debug_config, dtype="bfloat16")
     seen = {}
-    tok.generator.encoder.register_forward_hook(lambda m, a, out: seen.update(encoder=out.dtype) and None)
+    tok.generator.encoder.layers.layers[0].linear1.register_forward_hook(  # the encoder's matmuls
+        lambda m, a, out: seen.update(encoder=out.dtype) and None)
     tok.generator.quantizer.project_in.register_forward_pre_hook(lambda m, a: seen.update(vq=a[0].dtype) and None)
     wav = speechlike(2.0)
     codes = tok.encode(wav, 16000, window=4)

@@ -21,6 +21,7 @@ def make_exp(root: Path, debug_config: Path):
     from espnet2_almtok.tasks.codec import ALMTokCodecTask
 
     conf = vars(ALMTokCodecTask.get_parser().parse_args(["--config", str(debug_config)]))
+    conf.update(version="202511", distributed=False)  # what ESPnet's trainer adds at the end
     priors = root / "semantic_prior"
     priors.mkdir(parents=True)
     rng = np.random.default_rng(0)
