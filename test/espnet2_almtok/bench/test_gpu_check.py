@@ -32,11 +32,12 @@ def test_quick_check_writes_every_part_to_its_folder(tmp_path):
     assert "| bf16 | 2 |" in readme and "shortcut_mae_separate" in readme
 
     # a later run of some parts keeps what the first measured (a cut run's figures stay)
-    before = results["train"]
+    before = results["curve"]
     proc = subprocess.run([str(ROOT / "utils/gpu_check.sh"), "--quick", "--device", "cpu", "--output_root", str(tmp_path),
-                           "--parts", "curve"], capture_output=True, text=True, timeout=600)
+                           "--parts", "train", "--precisions", "fp32_tf32"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((out / "results.json").read_text())["train"] == before
+    again = json.loads((out / "results.json").read_text())
+    assert again["curve"] == before and [r["precision"] for r in again["train"]["runs"]] == ["fp32_tf32"] * 2
 
 
 def test_learning_curves_without_the_corpus_are_refused_with_the_command(tmp_path, capsys):

@@ -123,6 +123,7 @@ num_workers: 0
 """
 
 
+@pytest.mark.slow  # ~1 min; the asr2 test above keeps ESPnet's trainers on our units in the default suite
 def test_espnet_tts2_trainer_learns_q1_units_and_our_decoder_voices_them(demo_codec_recipe, tmp_path):
     """ESPnet's own ``espnet2.bin.tts2_train`` (FastSpeech2 over discrete targets) with our q1
     units as ``discrete_speech``; the codec's decoder turns q1 units (as tts2 would predict them)

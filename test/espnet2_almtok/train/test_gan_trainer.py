@@ -127,6 +127,7 @@ def test_autocast_dtype_choices():
         autocast_dtype(True, "int8", "cpu")
 
 
+@pytest.mark.slow  # ~1.5 min on 2 cores (the paper-size model); the turns above cover bf16 in the default suite
 def test_espnet_trainer_trains_the_paper_config_under_use_amp(tmp_path):
     """ESPnet's training entry point with the paper config, --use_amp true on a CPU: bf16
     autocast (said in the log), a G+D step and a validation pass, finite weights saved."""

@@ -191,8 +191,7 @@ def test_help_works_before_the_venv_exists(tmp_path):
 
 def test_reruns_honour_changed_arguments(demo_codec_recipe, tmp_path):
     """A training rerun with other arguments is refused (naming --resume and --tag), an unchanged
-    one skips; a decoding with another model or inference config goes to its own decode dir, and
-    stage 9 packs the model that was decoded."""
+    one skips."""
     import shutil
 
     demo_codec_recipe = Path(shutil.copytree(demo_codec_recipe, tmp_path / "codec1", symlinks=True))  # ours to change
@@ -204,6 +203,12 @@ def test_reruns_honour_changed_arguments(demo_codec_recipe, tmp_path):
     same = run_recipe(demo_codec_recipe, "--stage", "5", "--stop_stage", "6")
     assert same.stdout.count("with these arguments; skipping") == 2
 
+
+@pytest.mark.slow  # decodes and scores the demo test set again (~2 min)
+def test_a_decoding_with_another_model_or_config_has_its_own_dir_and_is_what_stage_9_packs(demo_codec_recipe, tmp_path):
+    import shutil
+
+    demo_codec_recipe = Path(shutil.copytree(demo_codec_recipe, tmp_path / "codec1", symlinks=True))  # ours to change
     (tmp_path / "bs2.yaml").write_text("batch_size: 2\n")
     out = run_recipe(demo_codec_recipe, "--stage", "7", "--stop_stage", "9", "--inference_model", "latest.pth",
                      "--inference_config", str(tmp_path / "bs2.yaml"), "--score_judges", "none")
