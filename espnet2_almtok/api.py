@@ -232,13 +232,28 @@ MAX_YAML_BYTES = 16 << 20    # meta.yaml / config.yaml in a packed zip (ours are
 MAX_MEMBER_BYTES = 64 << 30  # any extracted member (the paper-size model's weights are ~1 GB)
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``): a few kB of nested aliases (a "billion
+    laughs" file) expand to gigabytes in memory; nothing we write uses them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "YAML aliases are not allowed here", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def read_zip_yaml(zf: zipfile.ZipFile, path: Path, name: str):
-    """``yaml.safe_load`` of member ``name``, refused past :data:`MAX_YAML_BYTES`."""
+    """Member ``name`` read as YAML (safe, without aliases), refused past :data:`MAX_YAML_BYTES`."""
     size = zf.getinfo(name).file_size
     if size > MAX_YAML_BYTES:
         raise ValueError(f"{path}: member {name} is {size} bytes, over the {MAX_YAML_BYTES} a YAML file of a packed "
                          f"model may have; {REPACK_ADVICE}")
-    return yaml.safe_load(zf.read(name))
+    try:
+        return yaml.load(zf.read(name), Loader=_NoAliasLoader)
+    except yaml.composer.ComposerError as e:
+        raise ValueError(f"{path}: member {name} uses YAML aliases ({e.problem}), which a packed model never "
+                         f"needs and which can expand without bound; {REPACK_ADVICE}") from None
 
 
 def packed_checksums(zf: zipfile.ZipFile, path: Path) -> Optional[dict]:

@@ -89,6 +89,17 @@ def codec_info(conf: dict, model_file: Path) -> dict:
             "model_file": model_file.name}
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """Writes repeated objects out in full: the loaders refuse YAML aliases (api.read_zip_yaml)."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+def _dump(data, sort_keys: bool = False) -> str:
+    return yaml.dump(data, Dumper=_NoAliasDumper, sort_keys=sort_keys)
+
+
 def _check_prior(path: Path, gen: dict) -> None:
     """Refuse, naming it, a ``codebook_init`` file that is not a semantic-prior array: a ``.npy``
     of plain floats shaped ``(codebook_size, codebook_dim)`` (stage 3 writes those)."""
@@ -134,15 +145,15 @@ def pack(exp_dir: Path, out: Path, model_file: Optional[Path] = None, prior_dir:
         members[f"{ROOT}/priors/prior_info.yaml"] = Path(prior_dir) / "prior_info.yaml"
     weights = io.BytesIO()
     torch.save(inference_state_dict(model_file), weights)
-    contents = {PACK_CONFIG: yaml.safe_dump(conf, sort_keys=False).encode(), PACK_MODEL: weights.getvalue(),
-                PACK_INFO: yaml.safe_dump(codec_info(conf, model_file), sort_keys=False).encode()}
+    contents = {PACK_CONFIG: _dump(conf).encode(), PACK_MODEL: weights.getvalue(),
+                PACK_INFO: _dump(codec_info(conf, model_file)).encode()}
     checksums = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
     checksums.update({name: file_sha256(path) for name, path in members.items()})
     tmp = out.with_name(out.name + ".tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         # first: unpack reads the first meta.yaml
-        zf.writestr("meta.yaml", yaml.safe_dump(espnet_meta(checksums)))
+        zf.writestr("meta.yaml", _dump(espnet_meta(checksums), sort_keys=True))
         for name, data in contents.items():
             zf.writestr(name, data)
         for name, path in members.items():

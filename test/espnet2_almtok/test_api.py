@@ -331,3 +331,16 @@ def test_inputs_named_in_the_sweep_get_a_clear_answer(tokenizer):
             tokenizer.decode(bad)
     with pytest.raises(TypeError, match="from_pretrained takes the path of an exp dir or a packed .zip, got NoneType"):
         ALMTokenizer.from_pretrained(None)
+
+
+def test_a_yaml_alias_bomb_in_a_packed_zip_is_refused_before_it_expands(tmp_path):
+    """'Billion laughs': nine levels of ten aliases each (a few hundred bytes, 10^9 strings once expanded)."""
+    import zipfile
+
+    lines = ['a0: &a0 ["lol"]'] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("meta.yaml", "\n".join(lines) + "\n")
+        zf.writestr("exp/config.yaml", "codec: almtok\n")
+    with pytest.raises(ValueError, match="meta.yaml uses YAML aliases"):
+        ALMTokenizer.from_pretrained(path)
