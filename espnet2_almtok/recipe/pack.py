@@ -89,15 +89,11 @@ def codec_info(conf: dict, model_file: Path) -> dict:
             "model_file": model_file.name}
 
 
-class _NoAliasDumper(yaml.SafeDumper):
-    """Writes repeated objects out in full: the loaders refuse YAML aliases (api.read_zip_yaml)."""
-
-    def ignore_aliases(self, data):
-        return True
-
-
 def _dump(data, sort_keys: bool = False) -> str:
-    return yaml.dump(data, Dumper=_NoAliasDumper, sort_keys=sort_keys)
+    """YAML without anchors or aliases (the loaders refuse them: api.read_zip_yaml)."""
+    from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
+
+    return yaml_no_alias_safe_dump(data, sort_keys=sort_keys)
 
 
 def _check_prior(path: Path, gen: dict) -> None:
