@@ -169,8 +169,6 @@ def write_data_dir(out: Path, utts: Iterable[Utterance], with_duration: bool = T
         if "\n" in u.path or "\r" in u.path:
             raise ValueError(f"{out}: the file of utterance {u.utt_id} has a line break in its name ({u.path!r}), "
                              "which would break wav.scp (and could make a command of it): rename the file")
-        if not u.utt_id or any(c.isspace() for c in u.utt_id):
-            raise ValueError(f"{out}: utterance id {u.utt_id!r} is empty or contains whitespace")
         wav[u.utt_id] = u.path
         spk[u.utt_id] = u.speaker
         if u.text is not None:
