@@ -29,7 +29,6 @@ outlives it (the speed part's measurement processes are waited for or stopped by
 import argparse
 import json
 import logging
-import math
 import random
 import re
 import resource
@@ -38,7 +37,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 
@@ -118,21 +117,16 @@ def make_quick_corpus(root: Path, n_train: int = 8, n_dev: int = 2, seconds: flo
     import soundfile
 
     from espnet2_almtok.bench.speed import test_signal
+    from espnet2_almtok.recipe.kaldi_dir import Utterance, write_data_dir
 
     for part, n in (("train", n_train), ("dev", n_dev)):
-        d = root / part
-        (d / "wav").mkdir(parents=True, exist_ok=True)
-        rows = {k: [] for k in ("wav.scp", "text", "utt2category", "utt2lang")}
+        (root / part / "wav").mkdir(parents=True, exist_ok=True)
+        utts = []
         for i in range(n):
-            utt = f"{part}{i}"
-            soundfile.write(d / "wav" / f"{utt}.wav", test_signal(seconds, 16000, seed=i + 100 * (part == "dev")).numpy(),
-                            16000)
-            rows["wav.scp"].append(f"{utt} {d / 'wav' / utt}.wav")
-            rows["text"].append(f"{utt} hello number {i}")
-            rows["utt2category"].append(f"{utt} speech")
-            rows["utt2lang"].append(f"{utt} en")
-        for name, lines in rows.items():
-            (d / name).write_text("\n".join(lines) + "\n")
+            utt, wav = f"{part}{i}", root / part / "wav" / f"{part}{i}.wav"
+            soundfile.write(wav, test_signal(seconds, 16000, seed=i + 100 * (part == "dev")).numpy(), 16000)
+            utts.append(Utterance(utt, str(wav), "spk", f"hello number {i}", "speech", {"utt2lang": "en"}))
+        write_data_dir(root / part, utts)
     return root
 
 
