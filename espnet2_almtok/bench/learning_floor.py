@@ -125,11 +125,9 @@ def spreads(generator, clip: torch.Tensor, window: int = 4) -> Dict[str, float]:
 
 def train(generator, codec, sampler, dev: List[torch.Tensor], path: str, cpu_seconds: float, lr: float,
           points: int = 4, seed: int = 0, window: Optional[int] = None, mae: bool = False,
-          mae_loss: bool = False, betas=(0.5, 0.9), warmup_steps: int = 0, clock: str = "cpu",
-          autocast_dtype: Optional[torch.dtype] = None) -> List[Dict[str, float]]:
+          mae_loss: bool = False, betas=(0.5, 0.9), warmup_steps: int = 0, clock: str = "cpu") -> List[Dict[str, float]]:
     """Reconstruction-only training for ``cpu_seconds`` of CPU time (``clock="wall"``: of wall
-    time, for a GPU, the points then say ``wall_s``), on the generator's device (``autocast_dtype``:
-    under autocast); the dev mel distance at the
+    time, for a GPU, the points then say ``wall_s``), on the generator's device; the dev mel distance at the
     start and after each of ``points`` equal chunks (evaluations not counted). ``window``: train
     and score at this w only (default: w sampled from the model's windows per step, scored at 4);
     ``mae``: train with the encoder input MAE-masked (scored clean); ``mae_loss``: add the MAE
@@ -157,9 +155,7 @@ def train(generator, codec, sampler, dev: List[torch.Tensor], path: str, cpu_sec
         t0 = now()
         while used + now() - t0 < cpu_seconds * point / points:
             wav = sampler().unsqueeze(1).to(device)  # (B, 1, T)
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-                resyn, vq_loss, mae_term = reconstruct(generator, wav, int(rng.choice(windows)), path, mae=mae)
-            resyn = resyn.float()
+            resyn, vq_loss, mae_term = reconstruct(generator, wav, int(rng.choice(windows)), path, mae=mae)
             loss = 15.0 * codec.mel_loss(resyn, wav) + codec.stft_loss(resyn, wav) + vq_loss
             if mae_loss:
                 loss = loss + mae_term
