@@ -163,3 +163,27 @@ def test_espnet_tts2_trainer_learns_q1_units_and_our_decoder_voices_them(demo_co
 
     wav = tok.decode(from_units(units, "q1", 64, 3), window=4)
     assert wav.shape == (1, len(units) * 4 * 320) and torch.isfinite(wav).all()
+
+
+def test_bad_inputs_of_the_units_tool_are_named(tmp_path):
+    from espnet2_almtok.recipe.units import tts2_inputs
+
+    empty = tmp_path / "empty" / "codes"
+    empty.mkdir(parents=True)
+    (empty / "codes.scp").write_text("")
+    write_meta(empty, {"n_q": 2, "codebook_size": 8, "token_rate": 12.5, "window": 4, "sample_rate": 16000})
+    with pytest.raises(ValueError, match="codes.scp lists no utterance: decode the set first"):
+        write_units(empty, "q1", tmp_path / "out_empty")
+    with pytest.raises(ValueError, match="stream 'q9': choose one of"):
+        to_units(np.zeros((2, 3), dtype=int), "q9", 8)
+
+    codes = codes_dir(tmp_path / "c", [[[1, 2, 3], [0, 0, 0]], [[4, 5, 6], [0, 0, 0]]])
+    write_units(codes, "all", tmp_path / "all")
+    with pytest.raises(ValueError, match="tts2 inputs are made from q1 units .*not 'all'"):
+        tts2_inputs(tmp_path / "all", tmp_path / "text", tmp_path / "wav.scp", tmp_path / "tts2")
+    write_units(codes, "q1", tmp_path / "q1")
+    (tmp_path / "text").write_text("u0 hello\n")  # u1 has no text
+    (tmp_path / "wav.scp").write_text(f"u0 {tmp_path / 'a.wav'}\nu1 {tmp_path / 'b.wav'}\n")
+    with pytest.raises(ValueError, match=r"utterances without text .* or audio .*: \['u1'\]"):
+        tts2_inputs(tmp_path / "q1", tmp_path / "text", tmp_path / "wav.scp", tmp_path / "tts2")
+    assert not (tmp_path / "tts2").exists()  # nothing half-written
