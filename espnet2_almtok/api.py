@@ -99,6 +99,9 @@ def _read_config(config: Union[str, Path]) -> dict:
         # would take defaults
         raise ValueError(f"config {config} looks cut short: it lacks 'version', which ESPnet writes at the end, "
                          "so other keys are missing too; restore the config.yaml that training wrote")
+    from espnet2_almtok.config_stamp import check_config_stamp
+
+    check_config_stamp(config)  # edited after training: other settings than the weights were trained with
     codec = conf.get("codec", "almtok")
     if codec != "almtok":
         raise ValueError(f"{config} configures codec '{codec}'; ALMTokenizer loads only 'almtok' models "

@@ -75,6 +75,7 @@ def load_lm(model_dir: Optional[str], train_config: Optional[str], model_file: O
     import yaml
 
     from espnet2_almtok.api import _find_config, load_state_dict
+    from espnet2_almtok.config_stamp import check_config_stamp
     from espnet2_almtok.lm.model import build_lm
 
     exp = Path(model_dir) if model_dir else Path(train_config).parent
@@ -86,7 +87,9 @@ def load_lm(model_dir: Optional[str], train_config: Optional[str], model_file: O
                 break
         else:
             raise FileNotFoundError(f"no LM weights in {exp} (valid.loss.best.pth / latest.pth); train first")
-    conf = argparse.Namespace(**yaml.safe_load(Path(config).read_text()))
+    check_config_stamp(config)  # edited after training: the LM would be built with other settings
+    conf = yaml.safe_load(Path(config).read_text())
+    conf = argparse.Namespace(**conf) if isinstance(conf, dict) else argparse.Namespace()
     if not isinstance(getattr(conf, "token_list", None), list):
         raise ValueError(f"{config} is not an ALMTok LM training config (no token_list); "
                          "give the config.yaml that lm_train wrote")

@@ -52,7 +52,7 @@ from urllib.parse import urlparse
 import torch
 import yaml
 
-from espnet2_almtok.api import CHECKSUM_KEY, _find_model_file, inference_state_dict, verify_packed
+from espnet2_almtok.api import CHECKSUM_KEY, _find_model_file, _read_config, inference_state_dict, verify_packed
 from espnet2_almtok.fileio import file_sha256
 
 ROOT = "almtok"
@@ -120,7 +120,7 @@ def _check_prior(path: Path, gen: dict) -> None:
 def pack(exp_dir: Path, out: Path, model_file: Optional[Path] = None, prior_dir: Optional[Path] = None) -> Path:
     """Write the zip (see the module doc) to ``out`` (atomically) and return ``out``."""
     model_file = Path(model_file) if model_file else _find_model_file(exp_dir)
-    conf = yaml.safe_load((exp_dir / "config.yaml").read_text())
+    conf = _read_config(exp_dir / "config.yaml")  # checks it, and its training stamp (config_stamp)
     gen = conf["codec_conf"]["generator_params"]
     members = {}  # name in the zip -> file to copy
     init = []

@@ -15,10 +15,15 @@ Importing ESPnet here goes to no network: ``espnet2_almtok.startup`` (run by the
 
 class WeightsOnlyModelFiles:
     """Mixin for our ESPnet task classes (put it first in the bases): ``build_model_from_file``
-    refuses a model file that does not load with ``weights_only=True``, before ESPnet unpickles it."""
+    refuses a model file that does not load with ``weights_only=True``, before ESPnet unpickles it,
+    and a ``config.yaml`` edited after its training stamped it (:mod:`espnet2_almtok.config_stamp`)."""
 
     @classmethod
     def build_model_from_file(cls, config_file=None, model_file=None, device: str = "cpu"):
+        if config_file is not None:
+            from espnet2_almtok.config_stamp import check_config_stamp
+
+            check_config_stamp(config_file)
         if model_file is not None:
             from espnet2_almtok.api import load_weights_only
 

@@ -40,6 +40,8 @@ from espnet2.train.gan_trainer import GANTrainer, GANTrainerOptions
 from espnet2.train.reporter import SubReporter
 from espnet2.utils.build_dataclass import build_dataclass
 
+from espnet2_almtok.config_stamp import StampsConfig
+
 AMP_DTYPES = ("auto", "bfloat16", "float16")
 
 
@@ -139,7 +141,7 @@ def gan_turn(model: torch.nn.Module, batch: Dict[str, torch.Tensor], turn: str,
     return dict(stats=stats, weight=weight, optim_idx=optim_idx, grad_norm=grad_norm, stepped=stepped)
 
 
-class ALMTokGANTrainer(GANTrainer):
+class ALMTokGANTrainer(StampsConfig, GANTrainer):
     """ESPnet's GANTrainer with :func:`gan_turn`'s mixed precision and per-turn clipping."""
 
     notes: List[str] = []  # said once in the training log (by the first epoch)

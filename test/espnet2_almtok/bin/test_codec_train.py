@@ -61,6 +61,29 @@ def test_trainer_checkpoint_loads_through_from_pretrained(tmp_path, debug_config
     codes = tok.encode(speechlike(0.5), 16000, window=4)
     assert codes.shape == (1, 3, 7)
     assert tok.decode(codes, window=4).shape == (1, 7 * 4 * 320)
+    check_the_config_stamp(exp, tmp_path)
+
+
+def check_the_config_stamp(exp, tmp_path):
+    """The training stamped its config.yaml; an edit of it afterwards is refused by every loader
+    (ours, ESPnet's build_model_from_file through our task, packing); deleting the stamp loads it."""
+    from espnet2_almtok import ALMTokenizer
+    from espnet2_almtok.config_stamp import STAMP_NAME
+    from espnet2_almtok.inference.gan_codec_inference import ALMTokInferenceTask
+    from espnet2_almtok.recipe.pack import pack
+
+    assert (exp / STAMP_NAME).is_file()
+    conf = yaml.safe_load((exp / "config.yaml").read_text())
+    conf["crop_length"] = 48000  # the coding context of a longer crop: other codes, no shape error
+    (exp / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
+    for load in (lambda: ALMTokenizer.from_pretrained(exp),
+                 lambda: ALMTokInferenceTask.build_model_from_file(exp / "config.yaml", exp / "latest.pth"),
+                 lambda: pack(exp, tmp_path / "packed.zip")):
+        with pytest.raises(ValueError, match=r"is not the config its training wrote \(changed: 'crop_length'\)"):
+            load()
+    assert not (tmp_path / "packed.zip").exists()
+    (exp / STAMP_NAME).unlink()
+    assert ALMTokenizer.from_pretrained(exp).chunking.context_s == pytest.approx(3.0)
 
 
 # ------------------------------------------------------------------ multi-process DDP (gloo, CPU)

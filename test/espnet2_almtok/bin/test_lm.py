@@ -174,3 +174,19 @@ def test_model_info_names_a_bad_config(tmp_path, capsys, content, says):
         model_info.main(["--config", str(path)])
     err = capsys.readouterr().err
     assert e.value.code == 2 and str(path) in err and says in err
+
+
+def test_an_lm_config_edited_after_training_is_refused_naming_the_key(demo_lm, trained_lm, tmp_path):
+    """The LM training stamped its config.yaml (config_stamp): lm_inference refuses it edited."""
+    from espnet2_almtok.config_stamp import STAMP_NAME
+    from espnet2_almtok.inference import lm_inference
+
+    exp = tmp_path / "exp_lm"
+    shutil.copytree(trained_lm, exp)
+    assert (exp / STAMP_NAME).is_file()
+    config = yaml.safe_load((exp / "config.yaml").read_text())
+    (exp / "config.yaml").write_text(yaml.safe_dump({**config, "layout": "flat"}, sort_keys=False))
+    with pytest.raises(ValueError, match=r"is not the config its training wrote \(changed: 'layout'\)"):
+        lm_inference.main(["--model_dir", str(exp), "--data_dir", str(demo_lm / "lm/test"), "--task", "asr",
+                           "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out" / ".done").exists()
