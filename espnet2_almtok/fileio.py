@@ -77,6 +77,22 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def hold_lock(directory: Path, job: str, advice: str):
+    """An exclusive lock on ``directory/.lock`` for as long as the returned handle lives (keep it
+    until the process exits). A second ``job`` writing to the same directory is refused, naming
+    the lock and ``advice``, instead of deleting or overwriting this one's temporary files."""
+    import fcntl
+
+    handle = open(Path(directory) / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RuntimeError(f"{directory} is in use by another {job} (lock {Path(directory) / '.lock'}); "
+                           f"{advice}") from None
+    return handle
+
+
 # ---------------------------------------------------------------------------- .done markers
 def file_sha256(path: Union[str, Path]) -> str:
     """The sha256 hex digest of a file, read in 1 MiB blocks."""

@@ -33,8 +33,8 @@ from espnet2_almtok.inference import positive_int
 from espnet2_almtok.progress import progress
 
 from espnet2_almtok.audio import AudioError
-from espnet2_almtok.fileio import (atomic_write_text, done_matches, done_signature, flatten_codes, move_outputs,
-                                  point_scp_at_final_dir, text_sha256, write_meta)
+from espnet2_almtok.fileio import (atomic_write_text, done_matches, done_signature, flatten_codes, hold_lock,
+                                  move_outputs, point_scp_at_final_dir, text_sha256, write_meta)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -95,20 +95,6 @@ def job_signature(entries, args) -> str:
         model_mtime_ns=stat.st_mtime_ns if stat else None, window=args.window,
         encode_only=bool(args.encode_only), context_seconds=args.context_seconds,
         overlap_seconds=args.overlap_seconds, dtype=args.dtype)
-
-
-def hold_lock(out: Path):
-    """An exclusive lock on ``out/.lock`` for this process's lifetime; a second job writing to
-    the same directory is refused instead of deleting this one's temporary files."""
-    import fcntl
-
-    handle = open(out / ".lock", "w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise RuntimeError(f"{out} is in use by another decoding job (lock {out / '.lock'}); wait for it "
-                           "to finish or give another --output_dir") from None
-    return handle
 
 
 def load_clip(utt: str, spec: str):
@@ -209,7 +195,7 @@ def main(cmd=None):
                              "file with one id per line, or leave --key_file out for the whole wav.scp)")
     entries = read_scp(args.data_path_and_name_and_type.split(",")[0], keys)
     out.mkdir(parents=True, exist_ok=True)
-    lock = hold_lock(out)  # noqa: F841 (held until the process exits)
+    lock = hold_lock(out, "decoding job", "wait for it to finish or give another --output_dir")  # noqa: F841
     signature = job_signature(entries, args)
     done = out / ".done"
     if done_matches(done, signature, str(out)):

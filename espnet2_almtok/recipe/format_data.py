@@ -39,7 +39,7 @@ import soundfile
 from espnet2_almtok.progress import progress
 
 from espnet2_almtok.audio import AudioError, resample, to_mono_tensor, validate_waveform
-from espnet2_almtok.fileio import atomic_write_text, done_matches, done_signature, optional_file_sha256
+from espnet2_almtok.fileio import atomic_write_text, done_matches, done_signature, hold_lock, optional_file_sha256
 from espnet2_almtok.recipe.kaldi_dir import (Segment, read_segments, read_table, read_wav_entry, utt_id_problem,
                                              write_table)
 
@@ -253,6 +253,11 @@ def main(argv: Sequence[str] = None) -> None:
     if args.nj < 1:
         p.error(f"--nj must be >= 1, got {args.nj}")
     logging.basicConfig(level="INFO", format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
+    # one writer per directory (a job's share: its split dir); the recipe's stage 2 also holds a
+    # lock on the whole dump dir, so two runs with other --nj do not overlap either
+    locked = args.out if args.job is None else args.out / f"split{args.nj}" / str(args.job)
+    locked.mkdir(parents=True, exist_ok=True)
+    lock = hold_lock(locked, "format job", "wait for it to finish, or format into another --out")  # noqa: F841
     if args.merge is not None:
         n = merge_jobs(args.src, args.out, args.merge, args.fs, args.min_dur, args.max_dur, args.on_bad)
     else:

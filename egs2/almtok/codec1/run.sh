@@ -224,6 +224,15 @@ fi
 
 if run_stage 2 && [ "${skip_data_prep}" = false ]; then
   log "Stage 2: format to ${raw} (mono, ${fs} Hz, ${min_dur}-${max_dur} s, on_bad=${on_bad}; ${nj} jobs)"
+  mkdir -p "${raw}"
+  exec 8>"${raw}/.stage2.lock"   # held on fd 8 (and by the jobs) until stage 2 ends: one at a time per dump dir
+  if ! command -v flock >/dev/null; then
+    log "WARNING: no flock(1) here: a second stage 2 on ${raw} at the same time would not be refused"
+  elif ! flock -n 8; then
+    echo "$0: ${raw} is being formatted by another run's stage 2 (lock ${raw}/.stage2.lock); wait for it" \
+         "to finish, or give this run another --dumpdir" >&2
+    exit 1
+  fi
   for s in ${sets}; do
     # the length filter is for training (train and valid sets, as ESPnet's); test clips of any length
     # are coded (codec_inference codes long ones in Transformer windows)
@@ -235,6 +244,7 @@ if run_stage 2 && [ "${skip_data_prep}" = false ]; then
       ${python} -m espnet2_almtok.recipe.format_data "${format_args[@]}" --job JOB
     ${python} -m espnet2_almtok.recipe.format_data "${format_args[@]}" --merge "${nj}"
   done
+  exec 8>&-   # the lock ends with stage 2
 fi
 
 if run_stage 3 && [ "${skip_data_prep}" = false ] && [ "${codec_type}" = almtok ]; then

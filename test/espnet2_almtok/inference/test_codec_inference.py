@@ -62,11 +62,11 @@ def test_a_rerun_with_other_inputs_redoes_the_job_and_the_same_inputs_skip(exp, 
 
 
 def test_a_second_job_on_the_same_output_dir_is_refused(exp, tmp_path):
-    from espnet2_almtok.inference.codec_inference import hold_lock
+    from espnet2_almtok.fileio import hold_lock
 
     out = tmp_path / "out"
     out.mkdir()
-    held = hold_lock(out)
+    held = hold_lock(out, "test", "")
     try:
         with pytest.raises(RuntimeError, match="in use by another decoding job"):
             decode(exp, wav_scp(tmp_path, "a.scp", ["a1"]), out)

@@ -262,3 +262,22 @@ def test_ids_that_cannot_name_files_are_refused_and_no_id_names_a_temp_file(tmp_
     assert not (tmp_path / "escape.wav").exists() and not list(tmp_path.rglob("*escape*"))
     with pytest.raises(AudioError, match=r"utterance \.\./\.\./escape: the id cannot name a file: it contains a path"):
         format_dir(src, tmp_path / "dump2", 16000, 0.2, 30, "error")
+
+
+def test_a_second_format_job_on_the_same_dir_is_refused(tmp_path):
+    from conftest import make_data_dir
+    from espnet2_almtok.fileio import hold_lock
+    from espnet2_almtok.recipe import format_data
+
+    src = make_data_dir(tmp_path / "data", n=2)
+    out = tmp_path / "dump"
+    out.mkdir()
+    held = hold_lock(out, "format job", "")
+    try:
+        with pytest.raises(RuntimeError, match=rf"{out} is in use by another format job .*format into another --out"):
+            format_data.main(["--in", str(src), "--out", str(out)])
+        assert not (out / ".done").exists()
+    finally:
+        held.close()
+    format_data.main(["--in", str(src), "--out", str(out)])
+    assert (out / ".done").is_file()

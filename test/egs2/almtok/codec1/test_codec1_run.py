@@ -220,3 +220,19 @@ def test_a_decoding_with_another_model_or_config_has_its_own_dir_and_is_what_sta
     again = run_recipe(demo_codec_recipe, "--stage", "7", "--stop_stage", "7", "--inference_model", "latest.pth",
                        "--inference_config", str(tmp_path / "bs2.yaml"))
     assert "decode_w4_latest_bs2/test is complete; skipping" in again.stdout
+
+
+def test_a_second_stage_2_on_the_same_dump_dir_is_refused(demo_codec_recipe, tmp_path):
+    """Two stage-2 runs on one dump dir would write the same files: the second is refused, naming
+    the lock and the fix; once the first ends, stage 2 runs (here: finds its sets done)."""
+    import fcntl
+    import shutil
+
+    recipe = Path(shutil.copytree(demo_codec_recipe, tmp_path / "codec1", symlinks=True))
+    with open(recipe / "dump/raw/.stage2.lock", "w") as held:  # the first run's lock (flock(1) is flock(2))
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        bad = run_recipe(recipe, "--stage", "2", "--stop_stage", "2", check=False)
+    assert bad.returncode != 0 and "is being formatted by another run's stage 2" in bad.stderr, bad.stderr[-500:]
+    assert "give this run another --dumpdir" in bad.stderr
+    ok = run_recipe(recipe, "--stage", "2", "--stop_stage", "2")
+    assert "Successfully finished" in ok.stdout
