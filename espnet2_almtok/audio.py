@@ -3,6 +3,7 @@
 Every error names the input (file or utterance id) and says what to do about it.
 """
 
+import os
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
@@ -18,11 +19,19 @@ class AudioError(ValueError):
     """Bad audio input; the message names the input and the fix."""
 
 
+def check_readable(path: Union[str, Path], name: str) -> None:
+    """Raise :class:`AudioError` naming ``path`` if it is not a file this user may read."""
+    if not Path(path).is_file():
+        raise AudioError(f"{name}: audio file {path} does not exist")
+    if not os.access(path, os.R_OK):
+        raise AudioError(f"{name}: audio file {path} cannot be read: permission denied for this user; "
+                         "fix its permissions (e.g. `chmod a+r FILE`) or copy it somewhere readable")
+
+
 def read_audio(path: Union[str, Path], name: str = None) -> Tuple[np.ndarray, int]:
     """Read ``path`` -> (float32 ``(T,)`` or ``(T, channels)``, sample rate)."""
     name = name or str(path)
-    if not Path(path).is_file():
-        raise AudioError(f"{name}: audio file {path} does not exist")
+    check_readable(path, name)
     try:
         wav, sr = soundfile.read(str(path), dtype="float32", always_2d=False)
     except Exception as e:  # soundfile raises its own LibsndfileError / RuntimeError
@@ -69,10 +78,26 @@ def to_mono_tensor(wav, name: str = "input", channels_first: Optional[bool] = No
                 raise AudioError(f"{name}: shape {tuple(wav.shape)} is ambiguous (channels first or last?); "
                                  "pass channels_first=True for (C, T) or False for (T, C)")
             channels_first = wav.shape[0] < wav.shape[1]
-        wav = wav.mean(dim=0) if channels_first else wav.mean(dim=1)
+        wav = downmix(wav if channels_first else wav.T, name)
     if wav.dim() != 1:
         raise AudioError(f"{name}: expected a 1-D or 2-D (channels) waveform, got shape {tuple(wav.shape)}")
     return wav
+
+
+def downmix(wav: torch.Tensor, name: str = "input") -> torch.Tensor:
+    """``(C, T)`` -> ``(T,)``: the mean of the channels. Channels that cancel in the mean (one the
+    other inverted: a phase-flipped stereo file) are refused, not coded as silence."""
+    mono = wav.mean(dim=0)
+    if wav.shape[0] > 1 and wav.numel() and bool(torch.isfinite(wav).all()):
+        check_downmix(float(mono.abs().max()), float(wav.abs().max()), wav.shape[0], name)
+    return mono
+
+
+def check_downmix(mono_peak: float, channel_peak: float, channels: int, name: str) -> None:
+    """Refuse a downmix whose peak is ~0 although its channels are not: they cancel."""
+    if channel_peak > 0 and mono_peak <= 1e-4 * channel_peak:
+        raise AudioError(f"{name}: its {channels} channels cancel when averaged to mono (one is the other "
+                         "inverted); keep one channel (e.g. `sox in.wav out.wav remix 1`) or fix the phase")
 
 
 def as_clips(wav, sample_rate: Optional[int], channels_first: Optional[bool] = None) -> Tuple[list, int]:
@@ -104,7 +129,7 @@ def as_clips(wav, sample_rate: Optional[int], channels_first: Optional[bool] = N
             elif channels_first is None and w.shape[1] > w.shape[2]:
                 raise AudioError(f"input: a batch of shape {tuple(w.shape)} has more channels than samples as "
                                  "(B, C, T); say its layout: channels_first=True for (B, C, T), False for (B, T, C)")
-            clips = [c.mean(0) for c in w]
+            clips = [downmix(c, f"clip {i}") for i, c in enumerate(w)]
         else:
             raise AudioError(f"input: expected (T,), (C, T), (T, C), (B, C, T) or a list of clips, "
                              f"got {tuple(w.shape)}")

@@ -2,8 +2,9 @@
 from memory, or from a file on disk block by block, so a long file is never loaded whole."""
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
+import numpy as np
 import soundfile
 import torch
 from torch import nn
@@ -35,9 +36,10 @@ class SoundFileSource:
     """
 
     def __init__(self, path: Union[str, Path], name: Optional[str] = None):
-        from espnet2_almtok.audio import AudioError
+        from espnet2_almtok.audio import AudioError, check_readable
 
         self.name = name or str(path)
+        check_readable(path, self.name)
         try:
             self.file = soundfile.SoundFile(str(path))
         except Exception as e:  # soundfile raises its own LibsndfileError / RuntimeError
@@ -46,27 +48,34 @@ class SoundFileSource:
         self.num_samples = self.file.frames
 
     def read(self, start: int, stop: int) -> torch.Tensor:
-        out = torch.zeros(stop - start)
+        return self._read(start, stop)[0]
+
+    def _read(self, start: int, stop: int) -> Tuple[torch.Tensor, float]:
+        """-> (the channels' mean ``(stop - start,)``, the peak of the channels themselves)."""
+        out, channel_peak = torch.zeros(stop - start), 0.0
         end = min(stop, self.num_samples)
         if end > start:
             self.file.seek(start)
             data = self.file.read(end - start, dtype="float32", always_2d=True)
             out[: data.shape[0]] = torch.from_numpy(data.mean(axis=1))
-        return out
+            channel_peak = float(np.abs(data).max())
+        return out, channel_peak
 
     def validate(self, block: int = 1 << 20) -> None:
         """Raise :class:`~espnet2_almtok.audio.AudioError` (naming the file) for empty, all-zero
         or non-finite audio, reading ``block`` samples at a time."""
-        from espnet2_almtok.audio import AudioError
+        from espnet2_almtok.audio import AudioError, check_downmix
 
         if self.num_samples == 0:
             raise AudioError(f"{self.name}: the audio is empty (0 samples); remove it from the data")
-        peak = 0.0
+        peak = channel_peak = 0.0
         for start in range(0, self.num_samples, block):
-            part = self.read(start, min(self.num_samples, start + block))
+            part, part_channel_peak = self._read(start, min(self.num_samples, start + block))
             if not torch.isfinite(part).all():
                 raise AudioError(f"{self.name}: the audio contains NaN or inf samples; the file is corrupt")
-            peak = max(peak, float(part.abs().max()))
+            peak, channel_peak = max(peak, float(part.abs().max())), max(channel_peak, part_channel_peak)
+        if self.file.channels > 1:
+            check_downmix(peak, channel_peak, self.file.channels, self.name)
         if not peak > 0:
             raise AudioError(f"{self.name}: the audio is all zeros (digital silence); remove it from the data")
 

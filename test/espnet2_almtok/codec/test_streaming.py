@@ -134,7 +134,9 @@ def test_a_file_streamed_from_disk_codes_and_decodes_like_the_clip_in_memory(tmp
 
 
 @pytest.mark.parametrize("wav, match", [(torch.zeros(0), "empty"), (torch.zeros(800), "all zeros"),
-                                        (torch.tensor([0.1, float("nan")] * 400), "NaN or inf")])
+                                        (torch.tensor([0.1, float("nan")] * 400), "NaN or inf"),
+                                        (torch.stack([speechlike(0.1), -speechlike(0.1)], 1),
+                                         "its 2 channels cancel when averaged to mono.*remix 1")])
 def test_a_bad_file_is_named_before_streaming(tmp_path, wav, match):
     from espnet2_almtok.audio import AudioError
 
