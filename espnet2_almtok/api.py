@@ -23,6 +23,7 @@ import contextlib
 import logging
 import math
 import pickle
+import shutil
 import tempfile
 import zipfile
 import zlib
@@ -286,6 +287,11 @@ def _extract_verified(zf: zipfile.ZipFile, path: Path, name: str, tmp: str, sums
     limit = MAX_YAML_BYTES if name.endswith((".yaml", ".yml")) else MAX_MEMBER_BYTES
     if size > limit:
         raise ValueError(f"{path}: member {name} is {size} bytes, over the {limit} allowed; {REPACK_ADVICE}")
+    free = shutil.disk_usage(tmp).free
+    if size > free:
+        raise ValueError(f"{path}: member {name} is {size / 1e9:.2f} GB, more than the {free / 1e9:.2f} GB free in "
+                         f"the temporary directory {Path(tmp).parent} it is extracted to; free space there or set "
+                         "TMPDIR to a directory on a larger disk")
     try:
         out = Path(zf.extract(name, tmp))
         if Path(tmp).resolve() not in out.resolve().parents:

@@ -300,6 +300,28 @@ def test_an_oversized_yaml_member_of_a_packed_zip_is_refused_before_it_is_read(t
         ALMTokenizer.from_pretrained(path)
 
 
+def test_a_packed_zip_member_larger_than_the_free_disk_is_refused_before_extraction(tmp_path, debug_config,
+                                                                                    monkeypatch):
+    """The weights are extracted to TMPDIR: a disk with less room than the member is named, with
+    the fix, before anything is written (not an OSError half-way through a large file)."""
+    import shutil
+    import tempfile
+
+    from espnet2_almtok.recipe import pack
+
+    exp, _ = full_codec_exp(tmp_path, debug_config)
+    pack.main(["--exp_dir", str(exp), "--out", str(tmp_path / "packed.zip")])
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=100_000))
+    with pytest.raises(ValueError, match=rf"packed.zip: member almtok/\S+ is \d+\.\d\d GB, more than the 0.00 GB "
+                                         rf"free in the temporary directory {scratch} .*set TMPDIR"):
+        ALMTokenizer.from_pretrained(tmp_path / "packed.zip")
+    assert list(scratch.iterdir()) == []
+
+
 def test_layouts_and_types_that_cannot_be_right_are_refused_not_coded(tokenizer):
     """A (B, T, C) batch is read as such only when said; a layout flag must be a bool; bool and
     complex samples or codes are not audio or codes."""
