@@ -6,11 +6,11 @@ Each row of :data:`CASES` is one input; ``python -m pytest test/reliability -m "
 already covers exactly are not repeated here (paths under test/espnet2_almtok/):
 
 - missing or empty wav.scp, no .done after it (codec_inference):
-  bin/test_codec_inference.py::test_missing_or_empty_wav_scp_is_an_error_and_marks_nothing_done
+  inference/test_codec_inference.py::test_missing_or_empty_wav_scp_is_an_error_and_marks_nothing_done
 - decoding rerun with other inputs or options:
-  bin/test_codec_inference.py::test_a_rerun_with_other_inputs_redoes_the_job_and_the_same_inputs_skip
+  inference/test_codec_inference.py::test_a_rerun_with_other_inputs_redoes_the_job_and_the_same_inputs_skip
 - two decoding jobs on one output dir (lock):
-  bin/test_codec_inference.py::test_a_second_job_on_the_same_output_dir_is_refused
+  inference/test_codec_inference.py::test_a_second_job_on_the_same_output_dir_is_refused
 - crafted pickle in an exp dir (from_pretrained), truncated model file (load_state_dict):
   test_api.py::test_a_crafted_model_file_is_refused_without_running_code
 - a checkpoint of another config: test_api.py::test_checkpoint_of_another_config_is_rejected
@@ -30,6 +30,35 @@ already covers exactly are not repeated here (paths under test/espnet2_almtok/):
   ::test_a_corrupted_zip_entry_is_refused_naming_the_member
 - options re-read as shell code by utils/run_jobs.sh:
   test/utils/test_shell_utils.py::test_run_jobs_never_rereads_arguments_as_shell
+
+The second sweep (issue 30), by class, where its cases are not rows below:
+
+- code execution: zip members named '../..' or absolute (gan_codec_inference --model_tag):
+  inference/test_gan_codec_inference.py::test_a_packed_zip_naming_members_outside_its_directory_writes_nothing_there;
+  Python in a --codec_conf word (ESPnet's NestedDictAction):
+  tasks/test_safe_options.py::test_code_in_an_option_is_refused_and_never_runs;
+  a file name with line breaks becoming a piped wav.scp entry: the row wav-scp-path-with-a-line-break
+- data loss: an id ending in .tmp, ids that leave dump/ (stage 2):
+  recipe/test_format_data.py::test_ids_that_cannot_name_files_are_refused_and_no_id_names_a_temp_file
+- resource exhaustion: test_api.py::test_an_oversized_yaml_member_of_a_packed_zip_is_refused_before_it_is_read,
+  ::test_a_yaml_alias_bomb_in_a_packed_zip_is_refused_before_it_expands,
+  ::test_a_packed_zip_member_larger_than_the_free_disk_is_refused_before_extraction
+- silent wrong results: array layouts, bool/complex audio and codes:
+  test_api.py::test_layouts_and_types_that_cannot_be_right_are_refused_not_coded,
+  ::test_inputs_named_in_the_sweep_get_a_clear_answer;
+  another input rate in ESPnet-style inference:
+  inference/test_gan_codec_inference.py::test_audio_at_another_rate_is_refused_not_coded_as_the_models;
+  stage numbers and shell variables as options:
+  test/egs2/almtok/codec1/test_codec1_run.py::test_stage_numbers_options_and_arguments_are_checked_before_anything_runs;
+  packing a file that is not a prior: recipe/test_pack.py::test_packing_copies_only_semantic_prior_arrays;
+  a config edited after training, by every loader: test_config_stamp.py::test_an_edited_config_is_refused_naming_the_key_and_the_fix,
+  bin/test_codec_train.py::test_trainer_checkpoint_loads_through_from_pretrained,
+  bin/test_lm.py::test_an_lm_config_edited_after_training_is_refused_naming_the_key
+- two stage-2 runs on one dump dir (lock):
+  test/egs2/almtok/codec1/test_codec1_run.py::test_a_second_stage_2_on_the_same_dump_dir_is_refused,
+  recipe/test_format_data.py::test_a_second_format_job_on_the_same_dir_is_refused
+
+:func:`test_the_tests_named_above_exist` keeps these references true.
 """
 
 import hashlib
@@ -106,6 +135,8 @@ def ctx(tmp_path_factory):
     soundfile.write(root / "good.wav", speechlike(0.5, seed=1).numpy(), 16000)
     soundfile.write(root / "zeros.wav", np.zeros(8000, np.float32), 16000)
     (root / "junk.wav").write_text("not audio")
+    clip = speechlike(0.5, seed=2).numpy()
+    soundfile.write(root / "cancel.wav", np.stack([clip, -clip], 1), 16000)  # a phase-flipped stereo file
     return SimpleNamespace(root=root, tok=tok, exp=exp, state=state, packed=packed, marker=marker,
                            crafted=crafted, crafted_zip=crafted_zip)
 
@@ -165,6 +196,18 @@ def gan_coding(ctx, **kw):
     from espnet2_almtok.inference.gan_codec_inference import ALMTokAudioCoding
 
     return ALMTokAudioCoding(**kw)
+
+
+def gan_inference(ctx, scp_text: str):
+    """ESPnet-style gan_codec_inference of a wav.scp holding ``scp_text`` (good weights)."""
+    from espnet2_almtok.inference import gan_codec_inference
+
+    torch.save(ctx.state, ctx.case_dir / "good.pth")
+    scp = write(ctx, "wav.scp", scp_text.format(root=ctx.root))
+    ctx.out = ctx.case_dir / "gan_out"
+    gan_codec_inference.main(["--train_config", str(ctx.crafted / "config.yaml"), "--model_file",
+                              str(ctx.case_dir / "good.pth"), "--data_path_and_name_and_type", f"{scp},audio,sound",
+                              "--output_dir", str(ctx.out), "--num_workers", "0"])
 
 
 def gan_from_tag(tag):
@@ -450,11 +493,29 @@ CASES = [
     # -- the id and path policy (ids name output files: none may leave the output dir)
     ("id-with-path-separators", lambda c: inference(c, "../../../victim/notes {root}/good.wav\n"), ValueError,
      r"wav.scp: 1 utterance id\(s\) cannot name files: '\.\./\.\./\.\./victim/notes': it contains a path separator"),
+    ("id-with-path-separators-espnet-inference", lambda c: gan_inference(c, "../../victim/notes {root}/good.wav\n"),
+     ValueError, r"wav.scp: 1 utterance id\(s\) cannot name files: '\.\./\.\./victim/notes'"),
     ("id-longer-than-a-file-name", lambda c: inference(c, "u" * 256 + " {root}/good.wav\n"), ValueError,
      r"cannot name files: 'uuuu.*': it is longer than 200 bytes"),
     ("id-leading-dash", lambda c: inference(c, "-rf {root}/good.wav\n"), ValueError, r"'-rf': it starts with '-'"),
     ("scp-is-an-audio-file", lambda c: inference(c, scp=c.root / "good.wav"), ValueError,
      r"good.wav is not a text table .*audio or binary file given where a wav.scp"),
+    # -- audio that cannot be right, named as what it is
+    ("audio-stereo-channels-cancel-file", lambda c: inference(c, "u1 {root}/cancel.wav\n"), AudioError,
+     r"u1: its 2 channels cancel when averaged to mono \(one is the other inverted\); keep one channel"),
+    ("audio-stereo-channels-cancel-array",
+     lambda c: encode(c, np.stack([speechlike(0.3).numpy(), -speechlike(0.3).numpy()])), AudioError,
+     r"input: its 2 channels cancel when averaged to mono"),
+    ("audio-stereo-channels-cancel-batch",
+     lambda c: encode(c, torch.stack([torch.stack([speechlike(0.3), -speechlike(0.3)])] * 2)), AudioError,
+     r"clip 0: its 2 channels cancel"),
+    ("audio-permission-denied", lambda c: unreadable(c, lambda: inference(c, "u1 {root}/good.wav\n")), AudioError,
+     r"u1: audio file .*good.wav cannot be read: permission denied for this user; fix its permissions"),
+    ("config-edited-after-training", lambda c: from_pretrained(exp_with_stamped_config(c, crop_length=48000)),
+     ValueError, r"exp/config.yaml is not the config its training wrote \(changed: 'crop_length'\).*delete "
+                 r".*exp/config.digest.yaml"),
+    ("config-key-lost-after-training", lambda c: from_pretrained(exp_with_stamped_config(c, crop_length=None)),
+     ValueError, r"exp/config.yaml is not the config its training wrote \(lost: 'crop_length'\)"),
     ("wav-scp-path-with-a-line-break", lambda c: data_dir_with_path(c, "x\nu2 touch PWNED |\ny.wav"), ValueError,
      r"the file of utterance u1 has a line break in its name .*rename the file"),
 ]
@@ -471,6 +532,36 @@ def exp_with_config(ctx, change) -> Path:
             "distributed": False}  # ESPnet's order: config first, distributed last
     (exp / "config.yaml").write_text(change(yaml.safe_dump(conf, sort_keys=False)))
     return exp
+
+
+def exp_with_stamped_config(ctx, **edits) -> Path:
+    """A copy of the exp dir whose config.yaml its training stamped, then edited (``key=None``: removed)."""
+    from espnet2_almtok.config_stamp import write_config_stamp
+
+    exp = ctx.case_dir / "exp"
+    shutil.copytree(ctx.exp, exp)
+    conf = yaml.safe_load((exp / "config.yaml").read_text())
+    write_config_stamp(exp / "config.yaml")
+    for key, value in edits.items():
+        conf.pop(key) if value is None else conf.__setitem__(key, value)
+    (exp / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
+    return exp
+
+
+def unreadable(ctx, action):
+    """``action()`` with ``good.wav`` unreadable to this user: chmod 000, and, for root (which
+    reads any file, as in CI), ``os.access`` answering as for another user."""
+    import os
+    from unittest import mock
+
+    target = ctx.root / "good.wav"
+    real_access = os.access
+    os.chmod(target, 0)
+    try:
+        with mock.patch("os.access", lambda p, m, **kw: False if Path(p) == target else real_access(p, m, **kw)):
+            return action()
+    finally:
+        os.chmod(target, 0o644)
 
 
 def nan_weights(ctx) -> dict:
@@ -563,3 +654,19 @@ def test_a_good_checkpoint_still_resumes_through_the_check(tmp_path):
         Trainer.resume(checkpoint=tmp_path / "exp/checkpoint.pth", model=torch.nn.Linear(3, 3), reporter=Reporter(),
                        optimizers=[], schedulers=[], scaler=None)
     assert "corrupted" not in str(e.value)
+
+
+def test_the_tests_named_above_exist():
+    """Every ``file.py::test_name`` the module doc names (paths under test/espnet2_almtok/, or from
+    the repo root when they start with test/; a bare ``::test_name`` is in the file named before it)
+    is a test function there: the coverage list cannot go stale when tests move."""
+    from conftest import ROOT
+
+    named, missing, current = 0, [], None
+    for m in re.finditer(r"([\w/]+\.py)?::(test_\w+)", __doc__):
+        current = m.group(1) or current
+        path = ROOT / current if current.startswith("test/") else ROOT / "test/espnet2_almtok" / current
+        named += 1
+        if not path.is_file() or not re.search(rf"^def {m.group(2)}\(", path.read_text(), re.M):
+            missing.append(f"{current}::{m.group(2)}")
+    assert named > 20 and not missing, missing
