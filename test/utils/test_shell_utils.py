@@ -25,6 +25,28 @@ def test_parse_options_sets_known_and_rejects_unknown(tmp_path):
     assert sh(f'bash -c \'{script}\' x --help', tmp_path).stdout.strip() == "usage here"
 
 
+def test_stages_sh_selects_stages_and_refuses_bad_ones(tmp_path):
+    """utils/stages.sh (both recipes): the stages run_stage picks, and each bad selection refused."""
+    def stages(*args, stage="2", stop="5", skip="4", flag="true"):
+        script = (f'stage={stage}; stop_stage={stop}; last_stage=7; skip_stages="{skip}"; flag={flag}; '
+                  f'. {UTILS}/stages.sh; check_stages "$@"; check_bools flag; '
+                  'for n in 1 2 3 4 5 6 7; do run_stage $n && echo -n "$n "; done')
+        return subprocess.run(["bash", "-c", script, "run.sh", *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60)
+
+    assert stages().stdout.split() == ["2", "3", "5"]
+    assert stages(skip="").stdout.split() == ["2", "3", "4", "5"]
+    for kw, args, message in [({"stage": "0"}, (), "--stage must be a stage number from 1 to 7, got '0'"),
+                              ({"stop": "8"}, (), "--stop_stage must be a stage number from 1 to 7, got '8'"),
+                              ({"stage": "x"}, (), "--stage must be a stage number"),
+                              ({"stage": "6"}, (), "--stage 6 is after --stop_stage 5: nothing would run"),
+                              ({"skip": "3 a"}, (), "--skip_stages: 'a' is not a stage number from 1 to 7"),
+                              ({"flag": "yes"}, (), "--flag must be true or false, got 'yes'"),
+                              ({}, ("extra",), "unexpected argument 'extra'")]:
+        bad = stages(*args, **kw)
+        assert bad.returncode == 1 and f"run.sh: {message}" in bad.stderr and bad.stdout == "", (kw, bad.stderr)
+
+
 def test_run_jobs_substitutes_job_and_reports_failed_logs(tmp_path):
     sh(f'{UTILS}/run_jobs.sh JOB=1:3 log/j.JOB.log bash -c "echo hi JOB > out.JOB"', tmp_path)
     assert [(tmp_path / f"out.{j}").read_text().strip() for j in (1, 2, 3)] == ["hi 1", "hi 2", "hi 3"]

@@ -142,23 +142,9 @@ Every stage is resumable: rerun the same command after a kill. Jobs run through 
 HELP
 )
 . utils/parse_options.sh
-if [ $# -gt 0 ]; then
-  echo "$0: unexpected argument '$1': options are --name value (see --help)" >&2; exit 1
-fi
-is_int() { [[ "$1" =~ ^[0-9]+$ ]]; }
-for v in stage stop_stage; do
-  if ! is_int "${!v}" || [ "${!v}" -lt 1 ] || [ "${!v}" -gt "${last_stage}" ]; then
-    echo "$0: --${v} must be a stage number from 1 to ${last_stage}, got '${!v}' (see --help)" >&2; exit 1
-  fi
-done
-if [ "${stage}" -gt "${stop_stage}" ]; then
-  echo "$0: --stage ${stage} is after --stop_stage ${stop_stage}: nothing would run" >&2; exit 1
-fi
-for s in ${skip_stages}; do
-  if ! is_int "$s" || [ "$s" -lt 1 ] || [ "$s" -gt "${last_stage}" ]; then
-    echo "$0: --skip_stages: '$s' is not a stage number from 1 to ${last_stage}" >&2; exit 1
-  fi
-done
+. utils/stages.sh   # check_stages, check_bools, run_stage
+check_stages "$@"
+check_bools skip_data_prep skip_train skip_eval skip_upload_hf gpu_inference skip_packing skip_benchmark resume
 [ -z "${min_wav_duration}" ] || min_dur=${min_wav_duration}
 [ -z "${max_wav_duration}" ] || max_dur=${max_wav_duration}
 case "${units_stream}" in ""|q1|all) ;; *) echo "$0: --units_stream ${units_stream}: q1 or all" >&2; exit 1 ;; esac
@@ -176,20 +162,8 @@ case "${corpus}" in demo) ALMTOK_SYSTEM_TOOLS+=" demo" ;; asterisk|audio_dir) AL
 export ALMTOK_SYSTEM_TOOLS
 . ./path.sh
 . ./cmd.sh
-# run_stage N: whether stage N is in --stage..--stop_stage and not in --skip_stages
-run_stage() {
-  [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ] || return 1
-  local s; for s in ${skip_stages}; do [ "$s" != "$1" ] || return 1; done
-}
-
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"; }
 [ -n "$tag" ] || tag=$(basename "${train_config%.*}")
-for b in skip_data_prep skip_train skip_eval skip_upload_hf gpu_inference; do
-  case "${!b}" in true|false) ;; *) echo "$0: --${b} must be true or false, got '${!b}'" >&2; exit 1 ;; esac
-done
-for b in skip_packing skip_benchmark resume; do
-  case "${!b}" in true|false) ;; *) echo "$0: --${b} must be true or false, got '${!b}'" >&2; exit 1 ;; esac
-done
 if [ "${skip_upload_hf}" = false ]; then
   if [ -z "${hf_repo}" ]; then
     echo "$0: --skip_upload_hf false: no Hugging Face upload stage without --hf_repo <user>/<name>" \

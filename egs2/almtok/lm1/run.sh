@@ -84,18 +84,10 @@ Every stage is resumable: rerun the same command after a kill. Jobs run through 
 HELP
 )
 . utils/parse_options.sh
+. utils/stages.sh   # check_stages, check_bools, run_stage
 die() { echo "$*" >&2; exit 1; }
-[ $# -eq 0 ] || die "$0: unexpected argument '$1': options are --name value (see --help)"
-is_int() { [[ "$1" =~ ^[0-9]+$ ]]; }
-for v in stage stop_stage; do
-  { is_int "${!v}" && [ "${!v}" -ge 1 ] && [ "${!v}" -le "${last_stage}" ]; } \
-    || die "$0: --${v} must be a stage number from 1 to ${last_stage}, got '${!v}' (see --help)"
-done
-[ "${stage}" -le "${stop_stage}" ] || die "$0: --stage ${stage} is after --stop_stage ${stop_stage}: nothing would run"
-for s in ${skip_stages}; do
-  { is_int "$s" && [ "$s" -ge 1 ] && [ "$s" -le "${last_stage}" ]; } \
-    || die "$0: --skip_stages: '$s' is not a stage number from 1 to ${last_stage}"
-done
+check_stages "$@"
+check_bools skip_data_prep skip_train skip_eval skip_upload_hf gpu_inference
 [ -z "${fs}" ] || die "$0: --fs: the audio rate is the codec model's (--codec_model); leave --fs out"
 [ -z "${hf_repo}" ] || die "$0: --hf_repo: this recipe has no Hugging Face upload stage yet (the codec recipe's stage 11 uploads codecs)"
 [ -z "${lang}" ] || die "$0: --lang: one BPE model per corpus here, named by the codec tag; leave --lang out"
@@ -108,10 +100,6 @@ ALMTOK_SYSTEM_TOOLS=${ALMTOK_SYSTEM_TOOLS:-}
 export ALMTOK_SYSTEM_TOOLS
 . ./path.sh
 . ./cmd.sh
-run_stage() {  # run_stage N: N is in --stage..--stop_stage and not in --skip_stages
-  [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ] || return 1
-  local s; for s in ${skip_stages}; do [ "$s" != "$1" ] || return 1; done
-}
 
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (run.sh:${BASH_LINENO[0]}) $*"; }
 [ -e "${codec_model}" ] || die "codec model ${codec_model} not found: run ../codec1/run.sh first, or give --codec_model"
@@ -123,9 +111,6 @@ fi
 yaml_get() { ${python} -c 'import yaml, sys; print(yaml.safe_load(open(sys.argv[1])).get(sys.argv[2], sys.argv[3]))' "${lm_config}" "$@"; }
 [ -n "${layout}" ] || layout=$(yaml_get layout flat)
 [ -n "${tag}" ] || tag=$(basename "${lm_config%.*}")_${codec_tag}$([ "${layout}" = flat ] || echo "_${layout}")
-for b in skip_data_prep skip_train skip_eval skip_upload_hf gpu_inference; do
-  case "${!b}" in true|false) ;; *) die "$0: --${b} must be true or false, got '${!b}'" ;; esac
-done
 [ "${skip_upload_hf}" = true ] || die "$0: --skip_upload_hf false: this recipe has no Hugging Face upload stage yet"
 if [ "${num_nodes}" -gt 1 ] && [ "${cmd_backend}" != slurm ]; then
   die "$0: --num_nodes ${num_nodes} needs a cluster: add --cmd_backend slurm (or set cmd_backend in cmd.sh)"
