@@ -107,7 +107,9 @@ def as_clips(wav, sample_rate: Optional[int], channels_first: Optional[bool] = N
     multi-channel clip ``(C, T)`` / ``(T, C)`` (:func:`to_mono_tensor`); a batch ``(B, C, T)``;
     or a list of clips of unequal lengths. Integer PCM is scaled to [-1, 1].
     """
+    name = "input"
     if isinstance(wav, (str, Path)):
+        name = str(wav)
         arr, file_rate = read_audio(wav)
         if sample_rate is not None and sample_rate != file_rate:
             raise AudioError(f"{wav} is {file_rate} Hz but sample_rate={sample_rate} was given; "
@@ -122,7 +124,7 @@ def as_clips(wav, sample_rate: Optional[int], channels_first: Optional[bool] = N
     else:
         w = to_float(wav)
         if w.dim() in (1, 2):
-            clips = [to_mono_tensor(w, "input", channels_first)]
+            clips = [to_mono_tensor(w, name, channels_first)]
         elif w.dim() == 3:
             if channels_first is False:  # (B, T, C)
                 w = w.transpose(1, 2)

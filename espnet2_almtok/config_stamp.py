@@ -9,7 +9,8 @@ trainers write (rank 0) the sha256 of ``config.yaml`` and of each of its top-lev
     file: <sha256 of config.yaml>
     keys: {<key>: <sha256 of the key's value>, ...}
 
-and every loader of an exp dir (:func:`check_config_stamp`: ``ALMTokenizer.from_pretrained``,
+(the LM task: when its training ends, as ESPnet's DeepSpeed needs its plain trainer), and every
+loader of an exp dir (:func:`check_config_stamp`: ``ALMTokenizer.from_pretrained``,
 ESPnet's ``build_model_from_file`` through our tasks, ``gan_codec_inference``, packing) refuses a
 ``config.yaml`` that disagrees with its stamp, naming the keys changed, lost or added. An edit
 that changes no value (a comment, re-indenting) passes. A ``config.yaml`` without a stamp (an exp
@@ -34,9 +35,19 @@ def stamp_path(config: Union[str, Path]) -> Path:
     return Path(config).with_name(STAMP_NAME)
 
 
+def _canonical(value):
+    """A parsed YAML value with every mapping key a string (JSON sorts only those; YAML allows
+    ``{1: a, b: c}``), the key's type kept in its text."""
+    if isinstance(value, dict):
+        return {f"{type(k).__name__}:{k}": _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
 def _value_digest(value) -> str:
     """sha256 of a parsed YAML value (a canonical JSON text: key order and formatting do not count)."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(_canonical(value), sort_keys=True, default=repr).encode()).hexdigest()
 
 
 def _parse(text: str) -> dict:

@@ -81,6 +81,7 @@ def hold_lock(directory: Path, job: str, advice: str):
     """An exclusive lock on ``directory/.lock`` for as long as the returned handle lives (keep it
     until the process exits). A second ``job`` writing to the same directory is refused, naming
     the lock and ``advice``, instead of deleting or overwriting this one's temporary files."""
+    import errno
     import fcntl
 
     handle = open(Path(directory) / ".lock", "w")
@@ -90,6 +91,11 @@ def hold_lock(directory: Path, job: str, advice: str):
         handle.close()
         raise RuntimeError(f"{directory} is in use by another {job} (lock {Path(directory) / '.lock'}); "
                            f"{advice}") from None
+    except OSError as e:  # a file system without locks (some NFS and Lustre mounts)
+        if e.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        logging.warning(f"cannot lock {Path(directory) / '.lock'} ({e.strerror}): a second {job} on "
+                        f"{directory} at the same time would not be stopped")
     return handle
 
 

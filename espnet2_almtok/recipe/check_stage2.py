@@ -34,6 +34,9 @@ def generator_defaults() -> Dict:
 
 def generator_params(path: Path) -> Dict:
     """``codec_conf.generator_params`` of an ESPnet config, with the generator's defaults filled in."""
+    from espnet2_almtok.config_stamp import check_config_stamp
+
+    check_config_stamp(path)  # stage 1's config.yaml as trained, not as edited since
     conf = yaml.safe_load(Path(path).read_text()) or {}
     try:
         given = dict(conf["codec_conf"]["generator_params"])

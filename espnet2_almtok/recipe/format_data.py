@@ -255,14 +255,14 @@ def main(argv: Sequence[str] = None) -> None:
     logging.basicConfig(level="INFO", format="%(asctime)s (%(module)s) %(levelname)s: %(message)s")
     # one writer per directory (a job's share: its split dir); the recipe's stage 2 also holds a
     # lock on the whole dump dir, so two runs with other --nj do not overlap either
+    if args.job is not None and not 1 <= args.job <= args.nj:
+        p.error(f"--job {args.job} is outside 1..--nj {args.nj}")
     locked = args.out if args.job is None else args.out / f"split{args.nj}" / str(args.job)
     locked.mkdir(parents=True, exist_ok=True)
     lock = hold_lock(locked, "format job", "wait for it to finish, or format into another --out")  # noqa: F841
     if args.merge is not None:
         n = merge_jobs(args.src, args.out, args.merge, args.fs, args.min_dur, args.max_dur, args.on_bad)
     else:
-        if args.job is not None and not 1 <= args.job <= args.nj:
-            p.error(f"--job {args.job} is outside 1..--nj {args.nj}")
         n = format_dir(args.src, args.out, args.fs, args.min_dur, args.max_dur, args.on_bad,
                        args.nj, args.job)
     print(f"{args.out}{'' if args.job is None else f' (job {args.job} of {args.nj})'}: {n} utterances")

@@ -114,7 +114,8 @@ def _check_prior(path: Path, gen: dict) -> None:
             problem = f"it is not a readable NumPy array ({e})"
     if problem:
         raise ValueError(f"config.yaml's codebook_init names {path}, but {problem}: packing copies only the "
-                         "semantic priors stage 3 wrote (exp/semantic_prior/codebook_<i>.npy); fix codebook_init")
+                         "semantic priors stage 3 wrote (exp/semantic_prior/codebook_<i>.npy); fix codebook_init in "
+                         "config.yaml (and delete config.digest.yaml beside it, which records the config as trained)")
 
 
 def pack(exp_dir: Path, out: Path, model_file: Optional[Path] = None, prior_dir: Optional[Path] = None) -> Path:

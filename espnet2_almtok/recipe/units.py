@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import yaml
 
+from espnet2_almtok.code_usage import first_sequence_repeats
 from espnet2_almtok.fileio import atomic_write_text, read_codes_scp, read_meta
 
 STREAMS = ("q1", "all")
@@ -61,23 +62,10 @@ def from_units(units: Sequence[int], stream: str, codebook_size: int, n_q: int) 
 
 def repeated_share(sequences: Dict[str, List[int]]) -> Tuple[float, int]:
     """The share of utterances whose first-codebook sequence another utterance shares (one
-    coded as another's beginning counts, as :func:`~espnet2_almtok.code_usage.same_first_sequence`
-    has it), and how many utterances that is.
-
-    In sorted order a sequence comes before every sequence it begins, and all between begin with
-    it too; so one pass with a stack of the sequences that begin the current one finds every
-    such pair in O(n log n), not the O(n^2) of comparing all pairs (train sets have thousands)."""
-    order = sorted(sequences.values())
-    repeated = [False] * len(order)
-    stack: List[int] = []  # indices into order, each a beginning of the next
-    for i, seq in enumerate(order):
-        while stack and seq[: len(order[stack[-1]])] != order[stack[-1]]:
-            stack.pop()
-        if stack:
-            repeated[i] = repeated[stack[-1]] = True
-        stack.append(i)
-    n = sum(repeated)
-    return (n / len(order) if order else 0.0), n
+    coded as another's beginning counts: :func:`~espnet2_almtok.code_usage.first_sequence_repeats`),
+    and how many utterances that is."""
+    _, n = first_sequence_repeats(list(sequences.values()))
+    return (n / len(sequences) if sequences else 0.0), n
 
 
 def write_units(codes_dir: Path, stream: str, out_dir: Path, warn_share: float = 0.5) -> Dict:

@@ -20,15 +20,38 @@ class WeightsOnlyModelFiles:
 
     @classmethod
     def build_model_from_file(cls, config_file=None, model_file=None, device: str = "cpu"):
-        if config_file is not None:
-            from espnet2_almtok.config_stamp import check_config_stamp
+        from pathlib import Path
 
-            check_config_stamp(config_file)
+        from espnet2_almtok.config_stamp import check_config_stamp
+
+        if config_file is not None or model_file is not None:  # ESPnet's default: config.yaml beside the model
+            check_config_stamp(config_file if config_file is not None else Path(model_file).parent / "config.yaml")
         if model_file is not None:
             from espnet2_almtok.api import load_weights_only
 
             load_weights_only(model_file, mmap=True)  # raises naming the file; nothing is executed
         return super().build_model_from_file(config_file, model_file, device)
+
+
+class StampsConfigAfterTraining:
+    """Mixin for task classes whose trainer must stay ESPnet's own ``Trainer`` (ESPnet refuses
+    ``--use_deepspeed`` with any other): rank 0 stamps ``<output_dir>/config.yaml``
+    (:mod:`espnet2_almtok.config_stamp`) once ``main_worker`` has trained. Put it after
+    :class:`DistributedTeardown` in the bases, so the process group is still up."""
+
+    @classmethod
+    def main_worker(cls, args):
+        super().main_worker(args)
+        import torch.distributed as dist
+        from pathlib import Path
+
+        from espnet2_almtok.config_stamp import write_config_stamp
+
+        config = Path(args.output_dir) / "config.yaml"
+        trained = not (getattr(args, "collect_stats", False) or getattr(args, "dry_run", False))
+        rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+        if trained and rank0 and config.is_file():
+            write_config_stamp(config)
 
 
 class DistributedTeardown:

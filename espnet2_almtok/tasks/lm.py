@@ -29,12 +29,11 @@ from espnet2.train.preprocessor import AbsPreprocessor
 from espnet2.train.trainer import Trainer
 from espnet2.utils.types import str2bool, str_or_none
 
-from espnet2_almtok.config_stamp import StampsConfig
 from espnet2_almtok.fileio import unflatten_codes
 from espnet2_almtok.lm.layout import CONTEXT_POLICIES, LAYOUTS, CodecLayout, SequenceBuilder
 from espnet2_almtok.lm.model import ALMTokLM, build_lm, lm_max_len
 from espnet2_almtok.lm.vocab import PAD, TextTokenizer, Vocabulary
-from espnet2_almtok.tasks import DistributedTeardown, WeightsOnlyModelFiles
+from espnet2_almtok.tasks import DistributedTeardown, StampsConfigAfterTraining, WeightsOnlyModelFiles
 
 lm_choices = ClassChoices(
     "lm",
@@ -67,14 +66,10 @@ class LMPreprocessor(AbsPreprocessor):
         return dict(dec_seq=ex.seq.astype(np.int64), prefix_len=np.array([ex.prefix_len], dtype=np.int64))
 
 
-class ALMTokLMTrainer(StampsConfig, Trainer):
-    """ESPnet's Trainer; the run's config.yaml is stamped before training (:mod:`espnet2_almtok.config_stamp`)."""
-
-
-class ALMTokLMTask(WeightsOnlyModelFiles, DistributedTeardown, AbsTask):
+class ALMTokLMTask(WeightsOnlyModelFiles, DistributedTeardown, StampsConfigAfterTraining, AbsTask):
     num_optimizers: int = 1
     class_choices_list = [lm_choices]
-    trainer = ALMTokLMTrainer
+    trainer = Trainer  # ESPnet's own: --use_deepspeed works; the config is stamped after training
 
     @classmethod
     @typechecked

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from espnet2_almtok.code_usage import code_usage, describe, same_first_sequence
+from espnet2_almtok.code_usage import code_usage, describe, first_sequence_repeats, same_first_sequence
 
 
 def test_code_usage_counts_distinct_codes_and_perplexity():
@@ -29,3 +29,18 @@ def test_clips_coded_alike_are_counted_over_their_common_length():
     assert code_usage([a.numpy()], 10)["same_first_pairs"] == 0  # numpy codes (read from an ark) work too
     with pytest.raises(ValueError, match="at least one clip"):
         code_usage([], 10)
+
+
+def test_repeats_in_one_sorted_pass_equal_the_pairwise_definition():
+    """first_sequence_repeats (sorted, with a stack) counts the same pairs and clips as comparing
+    every pair with same_first_sequence, on random sets rich in shared beginnings and duplicates."""
+    from itertools import combinations
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        seqs = [rng.integers(0, 3, rng.integers(0, 5)).tolist() for _ in range(rng.integers(0, 12))]
+        pairs = [(i, j) for i, j in combinations(range(len(seqs)), 2)
+                 if same_first_sequence(torch.tensor(seqs[i], dtype=torch.long), torch.tensor(seqs[j], dtype=torch.long))]
+        clips = len({k for pair in pairs for k in pair})
+        assert first_sequence_repeats(seqs) == (len(pairs), clips), seqs
+    assert first_sequence_repeats([[1, 2]] * 3000) == (3000 * 2999 // 2, 3000)  # one pass, not 4.5 M comparisons

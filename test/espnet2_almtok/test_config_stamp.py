@@ -61,3 +61,27 @@ def test_no_stamp_loads_as_before_and_a_broken_stamp_is_named(config):
     stamp.unlink()
     config.write_text(yaml.safe_dump({**CONF, "crop_length": 1}))
     assert config_stamp_problem(config) is None
+
+
+def test_mappings_with_keys_of_mixed_types_are_stamped():
+    """YAML allows {1: a, b: c}; JSON cannot sort such keys: the stamp still digests them, by type."""
+    from espnet2_almtok.config_stamp import config_stamp
+
+    keys = config_stamp("m: {1: a, b: c}\n")["keys"]
+    assert keys == config_stamp("m: {b: c, 1: a}\n")["keys"] != config_stamp("m: {'1': a, b: c}\n")["keys"]
+
+
+def test_a_file_system_without_locks_warns_and_goes_on(tmp_path, monkeypatch, caplog):
+    """hold_lock (format jobs, decoding): a mount without flock (ENOLCK) is not a second job."""
+    import errno
+    import fcntl
+
+    from espnet2_almtok.fileio import hold_lock
+
+    def no_locks(*_):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    handle = hold_lock(tmp_path, "format job", "")
+    handle.close()
+    assert "cannot lock" in caplog.text and "No locks available" in caplog.text

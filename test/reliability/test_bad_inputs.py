@@ -54,8 +54,8 @@ The second sweep (issue 30), by class, where its cases are not rows below:
   a config edited after training, by every loader: test_config_stamp.py::test_an_edited_config_is_refused_naming_the_key_and_the_fix,
   bin/test_codec_train.py::test_trainer_checkpoint_loads_through_from_pretrained,
   bin/test_lm.py::test_an_lm_config_edited_after_training_is_refused_naming_the_key
-- two stage-2 runs on one dump dir (lock):
-  test/egs2/almtok/codec1/test_codec1_run.py::test_a_second_stage_2_on_the_same_dump_dir_is_refused,
+- two stage-2 runs on one dump dir (the second waits for the first; lock):
+  test/egs2/almtok/codec1/test_codec1_run.py::test_a_second_stage_2_on_the_same_dump_dir_waits_for_the_first,
   recipe/test_format_data.py::test_a_second_format_job_on_the_same_dir_is_refused
 
 :func:`test_the_tests_named_above_exist` keeps these references true.
@@ -503,6 +503,8 @@ CASES = [
     # -- audio that cannot be right, named as what it is
     ("audio-stereo-channels-cancel-file", lambda c: inference(c, "u1 {root}/cancel.wav\n"), AudioError,
      r"u1: its 2 channels cancel when averaged to mono \(one is the other inverted\); keep one channel"),
+    ("audio-stereo-channels-cancel-path", lambda c: encode(c, c.root / "cancel.wav", sample_rate=None), AudioError,
+     r"^\S*cancel.wav: its 2 channels cancel"),
     ("audio-stereo-channels-cancel-array",
      lambda c: encode(c, np.stack([speechlike(0.3).numpy(), -speechlike(0.3).numpy()])), AudioError,
      r"input: its 2 channels cancel when averaged to mono"),

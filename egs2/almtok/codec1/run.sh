@@ -199,13 +199,19 @@ fi
 if run_stage 2 && [ "${skip_data_prep}" = false ]; then
   log "Stage 2: format to ${raw} (mono, ${fs} Hz, ${min_dur}-${max_dur} s, on_bad=${on_bad}; ${nj} jobs)"
   mkdir -p "${raw}"
-  exec 8>"${raw}/.stage2.lock"   # held on fd 8 (and by the jobs) until stage 2 ends: one at a time per dump dir
+  # one stage 2 at a time per dump dir: the lock is held on fd 8 (and by the jobs) until stage 2 ends;
+  # a second run waits, then finds the sets it shares with the first done
+  exec 8>"${raw}/.stage2.lock"
   if ! command -v flock >/dev/null; then
-    log "WARNING: no flock(1) here: a second stage 2 on ${raw} at the same time would not be refused"
-  elif ! flock -n 8; then
-    echo "$0: ${raw} is being formatted by another run's stage 2 (lock ${raw}/.stage2.lock); wait for it" \
-         "to finish, or give this run another --dumpdir" >&2
-    exit 1
+    log "WARNING: no flock(1) here: a second stage 2 on ${raw} at the same time would not be stopped"
+  else
+    rc=0; flock -n -E 75 8 || rc=$?
+    if [ "${rc}" = 75 ]; then
+      log "another run's stage 2 is formatting ${raw} (lock ${raw}/.stage2.lock): waiting for it to finish"
+      rc=0; flock 8 || rc=$?
+    fi
+    [ "${rc}" = 0 ] || log "WARNING: cannot lock ${raw}/.stage2.lock (flock exit ${rc}: this file system has" \
+                           "no locks?): a second stage 2 on ${raw} at the same time would not be stopped"
   fi
   for s in ${sets}; do
     # the length filter is for training (train and valid sets, as ESPnet's); test clips of any length

@@ -78,6 +78,7 @@ def check_the_config_stamp(exp, tmp_path):
     (exp / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
     for load in (lambda: ALMTokenizer.from_pretrained(exp),
                  lambda: ALMTokInferenceTask.build_model_from_file(exp / "config.yaml", exp / "latest.pth"),
+                 lambda: ALMTokInferenceTask.build_model_from_file(None, exp / "latest.pth"),  # config beside it
                  lambda: pack(exp, tmp_path / "packed.zip")):
         with pytest.raises(ValueError, match=r"is not the config its training wrote \(changed: 'crop_length'\)"):
             load()

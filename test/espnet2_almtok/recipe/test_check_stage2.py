@@ -37,3 +37,16 @@ def test_a_config_without_generator_params_is_named(tmp_path):
     (tmp_path / "bad.yaml").write_text("codec: dac\n")
     with pytest.raises(ValueError, match="bad.yaml: no codec_conf.generator_params"):
         main([str(tmp_path / "bad.yaml"), str(tmp_path / "bad.yaml")])
+
+
+def test_stage_1s_config_edited_after_its_training_is_refused(tmp_path):
+    """Stage 2 compares against stage 1's config as trained: an edit since (which would hide a
+    difference) is refused by the config stamp."""
+    from espnet2_almtok.config_stamp import write_config_stamp
+
+    (tmp_path / "exp1").mkdir()
+    s1 = write(tmp_path / "exp1" / "config.yaml", {"hidden_dim": 32, "query_shortcut": True})
+    write_config_stamp(s1)
+    write(tmp_path / "exp1" / "config.yaml", {"hidden_dim": 32, "query_shortcut": False})
+    with pytest.raises(ValueError, match=r"exp1/config.yaml is not the config its training wrote \(changed: 'codec_conf'\)"):
+        main([s1, write(tmp_path / "s2.yaml", {"hidden_dim": 32, "query_shortcut": False})])

@@ -222,17 +222,29 @@ def test_a_decoding_with_another_model_or_config_has_its_own_dir_and_is_what_sta
     assert "decode_w4_latest_bs2/test is complete; skipping" in again.stdout
 
 
-def test_a_second_stage_2_on_the_same_dump_dir_is_refused(demo_codec_recipe, tmp_path):
-    """Two stage-2 runs on one dump dir would write the same files: the second is refused, naming
-    the lock and the fix; once the first ends, stage 2 runs (here: finds its sets done)."""
+def test_a_second_stage_2_on_the_same_dump_dir_waits_for_the_first(demo_codec_recipe, tmp_path):
+    """Two stage-2 runs on one dump dir would write the same files: the second waits for the
+    first's lock (saying so), then finds its sets done; nothing is formatted twice at once."""
     import fcntl
     import shutil
+    import subprocess
+    import time
 
     recipe = Path(shutil.copytree(demo_codec_recipe, tmp_path / "codec1", symlinks=True))
-    with open(recipe / "dump/raw/.stage2.lock", "w") as held:  # the first run's lock (flock(1) is flock(2))
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        bad = run_recipe(recipe, "--stage", "2", "--stop_stage", "2", check=False)
-    assert bad.returncode != 0 and "is being formatted by another run's stage 2" in bad.stderr, bad.stderr[-500:]
-    assert "give this run another --dumpdir" in bad.stderr
-    ok = run_recipe(recipe, "--stage", "2", "--stop_stage", "2")
-    assert "Successfully finished" in ok.stdout
+    done = {p: p.stat().st_mtime_ns for p in (recipe / "dump/raw").glob("*/.done")}
+    log = tmp_path / "second.log"
+    waiting = "another run's stage 2 is formatting dump/raw (lock dump/raw/.stage2.lock): waiting"
+    with open(recipe / "dump/raw/.stage2.lock", "w") as held, open(log, "w") as log_file:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the first run's lock (flock(1) is flock(2))
+        second = subprocess.Popen(["./run.sh", "--stage", "2", "--stop_stage", "2"], cwd=recipe, text=True,
+                                  stdout=log_file, stderr=subprocess.STDOUT)
+        for _ in range(240):
+            if waiting in log.read_text() or second.poll() is not None:
+                break
+            time.sleep(0.5)
+        time.sleep(2)
+        assert second.poll() is None, log.read_text()[-2000:]  # still waiting
+    assert second.wait(timeout=300) == 0, log.read_text()[-2000:]
+    out = log.read_text()
+    assert waiting in out and "Successfully finished" in out
+    assert done and {p: p.stat().st_mtime_ns for p in done} == done  # found done, not redone
