@@ -233,3 +233,11 @@ def test_setup_env_two_callers_build_the_venv_once(tmp_path):
     assert sum(c.startswith("-m venv") for c in calls) == 1, calls
     assert (venv / ".almtok-complete").is_file()
     assert any("waiting for it" in o[1] for o in outs)
+
+
+def test_run_tests_runs_just_the_tests_it_is_given():
+    """utils/run_tests.sh FILE collects that file only (the whole suite without one)."""
+    proc = subprocess.run([str(UTILS / "run_tests.sh"), "test/test_docs.py", "--collect-only", "-q"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    files = {line.split(":")[0] for line in proc.stdout.splitlines() if line.startswith("test/")}
+    assert proc.returncode == 0 and files == {"test/test_docs.py"}, proc.stdout[-1000:]
