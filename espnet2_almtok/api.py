@@ -211,6 +211,10 @@ def extracted_model(path: Path, model_file: Optional[Union[str, Path]]):
     """-> (config.yaml, model file, the model file's name for messages) of an exp dir, or of a
     packed zip extracted (those two files only) into a temporary directory that is removed when
     the block ends, whatever happens."""
+    if path.is_file() and path.suffix in (".pth", ".pt", ".yaml", ".yml"):
+        hint = f", model_file='{path.name}'" if path.suffix in (".pth", ".pt") else ""
+        raise ValueError(f"{path} is a {'model' if hint else 'config'} file, not a model: give the exp dir that "
+                         f"holds it, from_pretrained('{path.parent}'{hint}), or a packed .zip")
     if not (path.is_file() and zipfile.is_zipfile(path)):
         if path.is_file():
             raise ValueError(f"{path} is a file but not a readable zip (a truncated or corrupted download?): "
@@ -494,7 +498,7 @@ class ALMTokenizer(torch.nn.Module):
         clips, sample_rate = as_clips(wav, sample_rate, channels_first)
         out = []
         for i, c in enumerate(clips):
-            name = f"clip {i}" if len(clips) > 1 else "input"
+            name = f"clip {i}" if len(clips) > 1 else str(wav) if isinstance(wav, (str, Path)) else "input"
             validate_waveform(c, name)
             out.append(resample(c, sample_rate, self.sample_rate, name))
         lengths = torch.tensor([c.numel() for c in out])

@@ -3,6 +3,7 @@
 Every error names the input (file or utterance id) and says what to do about it.
 """
 
+import math
 import os
 from pathlib import Path
 from typing import Optional, Tuple, Union
@@ -12,7 +13,6 @@ import soundfile
 import torch
 import torchaudio
 
-SUPPORTED_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
 
 
 class AudioError(ValueError):
@@ -150,11 +150,23 @@ def validate_waveform(wav: torch.Tensor, name: str = "input") -> None:
         raise AudioError(f"{name}: the audio is all zeros (digital silence); remove it from the data")
 
 
+MIN_RATE, MAX_RATE = 4000, 384000
+MAX_RESAMPLE_KERNEL = 10_000_000  # (target / gcd) x (source / gcd): torchaudio's sinc kernel grows with it
+
+
 def resample(wav: torch.Tensor, orig_sr: int, target_sr: int, name: str = "input") -> torch.Tensor:
-    """Resample the last axis from ``orig_sr`` to ``target_sr`` (torchaudio sinc)."""
-    if not isinstance(orig_sr, (int, np.integer)) or orig_sr not in SUPPORTED_RATES:
-        raise AudioError(f"{name}: unsupported sample rate {orig_sr!r}; use one of {SUPPORTED_RATES} "
-                         "(resample with `sox in.wav -r 16000 out.wav`)")
+    """Resample the last axis from ``orig_sr`` to ``target_sr`` (torchaudio sinc). Any whole rate
+    from 4 to 384 kHz whose ratio to ``target_sr`` reduces to a kernel torchaudio can hold (every
+    common rate: 8, 11.025, 12, 16, 22.05, 24, 32, 44.1, 48, 88.2, 96, 192 kHz ...)."""
+    if isinstance(orig_sr, (bool, np.bool_)) or not isinstance(orig_sr, (int, np.integer)) \
+            or not MIN_RATE <= orig_sr <= MAX_RATE:
+        raise AudioError(f"{name}: unsupported sample rate {orig_sr!r}; give a whole number of Hz from {MIN_RATE} to "
+                         f"{MAX_RATE} (resample with `sox in.wav -r 16000 out.wav`)")
     if orig_sr == target_sr:
         return wav
+    g = math.gcd(int(orig_sr), int(target_sr))
+    if (orig_sr // g) * (target_sr // g) > MAX_RESAMPLE_KERNEL:
+        raise AudioError(f"{name}: unsupported sample rate {orig_sr} Hz: its ratio to {target_sr} Hz "
+                         f"({orig_sr // g}:{target_sr // g}) has no short resampling kernel; resample it to a common "
+                         f"rate first (`sox in.wav -r {target_sr} out.wav`)")
     return torchaudio.functional.resample(wav, int(orig_sr), int(target_sr))

@@ -63,9 +63,24 @@ def test_bad_clip_in_a_batch_is_named(tokenizer):
         tokenizer.encode([speechlike(0.2), torch.zeros(0)], 16000)
 
 
+@pytest.mark.parametrize("rate", [12000, 96000, 192000, 12345])
+def test_uncommon_and_high_rates_are_resampled(tokenizer, tmp_path, rate):
+    """Any whole rate with a short resampling kernel is coded like the same speech at 16 kHz
+    (same token count), from an array and from a file."""
+    import soundfile
+    import torchaudio
+
+    wav = torchaudio.functional.resample(speechlike(0.5), 16000, rate)
+    soundfile.write(tmp_path / "x.wav", wav.numpy(), rate)
+    expected = tokenizer.encode(speechlike(0.5), 16000).shape
+    assert tokenizer.encode(wav, rate).shape == tokenizer.encode(tmp_path / "x.wav").shape == expected
+
+
 def test_unsupported_rate_and_window_and_codes(tokenizer):
-    with pytest.raises(AudioError, match="unsupported sample rate 12345"):
-        tokenizer.encode(speechlike(0.2), 12345)
+    with pytest.raises(AudioError, match="unsupported sample rate 1000; give a whole number of Hz from 4000"):
+        tokenizer.encode(speechlike(0.2), 1000)
+    with pytest.raises(AudioError, match=r"unsupported sample rate 44057 Hz: its ratio to 16000 Hz \(44057:16000\)"):
+        tokenizer.encode(speechlike(0.2), 44057)
     with pytest.raises(ValueError, match="w=11 was not trained"):
         tokenizer.encode(speechlike(0.2), 16000, window=11)
     with pytest.raises(ValueError, match="out of range"):

@@ -380,6 +380,13 @@ CASES = [
      r"config .*exp/config.yaml holds a list, not a mapping of options"),
     ("config-other-codec", lambda c: from_pretrained(exp_with(c, "config.yaml", b"codec: dac\n")), ValueError,
      r"exp/config.yaml configures codec 'dac'"),
+    ("from-pretrained-given-the-config-file", lambda c: from_pretrained(c.exp / "config.yaml"), ValueError,
+     r"exp/config.yaml is a config file, not a model: give the exp dir that holds it, from_pretrained\('.*exp'\)"),
+    ("from-pretrained-given-the-model-file", lambda c: from_pretrained(c.exp / "model.pth"), ValueError,
+     r"exp/model.pth is a model file, not a model: .*from_pretrained\('.*exp', model_file='model.pth'\)"),
+    ("audio-path-rate-without-a-short-kernel",
+     lambda c: encode(c, write_wav(c, "odd.wav", 44057), sample_rate=None), AudioError,
+     r"odd.wav: unsupported sample rate 44057 Hz"),
     ("exp-without-weights", lambda c: from_pretrained(exp_without(c, "model.pth")), FileNotFoundError,
      r"no model file in .*exp: looked for model.pth"),
     ("zip-truncated", lambda c: from_pretrained(write_zip_bytes(c, c.packed.read_bytes()[:2000])), ValueError,
@@ -594,6 +601,12 @@ SYSTEM_EXIT_SAYS = {
     "format-nj-0": "--nj must be >= 1, got 0",
     "format-job-outside-nj": "--job 3 is outside 1..--nj 2",
 }
+
+
+def write_wav(ctx, name: str, rate: int) -> Path:
+    path = ctx.case_dir / name
+    soundfile.write(path, speechlike(0.3).numpy(), rate)
+    return path
 
 
 def write_zip_bytes(ctx, data: bytes) -> Path:

@@ -111,14 +111,15 @@ Stages:
  10  benchmark (not in the default run): ALMTokenizer vs ESPnet SoundStream/Encodec/DAC on this
      recipe's data -> exp/benchmark/results.{json,md}, quality_vs_bitrate.png (--benchmark_args)
  11  upload to Hugging Face (only with --skip_upload_hf false --hf_repo user/name; not in the default run:
-     e.g. --stage 11 --stop_stage 11): stage 9's zip, unpacked, plus a model card; skipped with a
-     message when offline or not logged in (huggingface-cli login / HF_TOKEN)
+     e.g. --stage 11 --stop_stage 11): stage 9's zip, unpacked, plus a model card; offline or not
+     logged in (huggingface-cli login / HF_TOKEN), it fails saying why (exit 1)
 ESPnet's codec.sh stages: 1-2 = its 1-4 (data, format, filtering), 3 = none (semantic priors),
   4 = its 5 (shapes), 5-6 = its 6 (training), 7 = its 7 (decoding), 8 = its 8 (scoring),
   9 = its 9 (packing), 10 = none (benchmark), 11 = its 10 (upload to Hugging Face).
 Options (default):
   --stage (${stage}) --stop_stage (${stop_stage}: the last) --skip_stages ("N M": stages to skip)
   --corpus (${corpus}) --local_data_opts (stage 1's options) --train_config (${train_config})
+  --train_set (${train_set}) --valid_set (${valid_set}) --test_sets ("${test_sets}") --fs (Hz; default: the config's)
   --skip_packing (${skip_packing}) --skip_benchmark (${skip_benchmark}) --resume (${resume}: continue a finished
   training whose arguments changed in place) --python (${python}) --audio_format (${audio_format}: only wav)
   --min_wav_duration/--max_wav_duration (= --min_dur ${min_dur} / --max_dur ${max_dur}: train/valid only)
@@ -145,6 +146,7 @@ HELP
 . utils/stages.sh   # check_stages, check_bools, run_stage
 check_stages "$@"
 check_bools skip_data_prep skip_train skip_eval skip_upload_hf gpu_inference skip_packing skip_benchmark resume
+[[ "${window}" =~ ^[1-9][0-9]*$ ]] || { echo "$0: --window must be a whole number of frames (e.g. 4), got '${window}'" >&2; exit 1; }
 [ -z "${min_wav_duration}" ] || min_dur=${min_wav_duration}
 [ -z "${max_wav_duration}" ] || max_dur=${max_wav_duration}
 case "${units_stream}" in ""|q1|all) ;; *) echo "$0: --units_stream ${units_stream}: q1 or all" >&2; exit 1 ;; esac
@@ -373,7 +375,13 @@ if run_stage 6 && [ "${skip_train}" = false ] && [ "${codec_type}" = almtok ]; t
 fi
 
 final_exp=${exp2}
-[ -d "${exp2}" ] || final_exp=${exp1}
+if [ ! -d "${exp2}" ]; then
+  final_exp=${exp1}
+  if [ "${codec_type}" = almtok ] && [ "${stop_stage}" -ge 7 ]; then
+    log "WARNING: no stage-2 model (${exp2}): the stages from 7 on use stage 1's model, ${exp1}" \
+        "(stage 6 trains the paper's second stage)"
+  fi
+fi
 # decode dir: --inference_tag, or named after w, the model file and the inference config (ESPnet's inference_tag)
 if [ -z "${inference_tag}" ]; then
   inference_tag=decode_w${window}
@@ -418,6 +426,23 @@ if run_stage 7 && [ "${skip_eval}" = false ]; then
     fi
   done
   model_file=$(best_model "${final_exp}")
+  if [ "${codec_type}" = almtok ]; then  # before any job: the config loads and --window was trained
+    ${python} - "${final_exp}/config.yaml" "${window}" <<'PY' || exit 1
+import sys
+
+from espnet2_almtok.api import _read_config
+from espnet2_almtok.recipe.check_stage2 import generator_defaults
+
+config, window = sys.argv[1], int(sys.argv[2])
+try:
+    conf = _read_config(config)
+except (OSError, ValueError) as e:
+    sys.exit(f"ERROR: {e}")
+windows = (conf.get("codec_conf") or {}).get("generator_params", {}).get("windows") or generator_defaults()["windows"]
+if window not in windows:
+    sys.exit(f"ERROR: --window {window} was not trained: {config} has windows {list(windows)}; choose one of them")
+PY
+  fi
   # .done records the model file decoded (and its size and time): stage 9 packs that one; a
   # rerun whose best model changed (a longer training) decodes again
   decode_stamp="model ${model_file} $(stat -c '%s %Y' "$(readlink -f "${model_file}")")"

@@ -229,6 +229,7 @@ model_file_args=()
 decode() {  # decode TASK DATA_DIR OUT_DIR extra-args...: --inference_nj jobs, merged into OUT_DIR
   local task=$1 data=$2 dir=$3 jobs; shift 3
   if [ -f "${dir}/.done" ]; then log "${dir} is complete; skipping"; return; fi
+  [ -f "${lm_exp}/config.yaml" ] || die "no LM in ${lm_exp} (no config.yaml); run the training stage (4) first"
   if [ -n "${inference_model}" ] && [ ! -e "${lm_exp}/${inference_model}" ]; then
     die "--inference_model ${inference_model}: ${lm_exp}/${inference_model} not found ($(cd "${lm_exp}" 2>/dev/null && ls -- *.pth 2>/dev/null | tr '\n' ' '))"
   fi

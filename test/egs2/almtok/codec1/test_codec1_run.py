@@ -248,3 +248,20 @@ def test_a_second_stage_2_on_the_same_dump_dir_waits_for_the_first(demo_codec_re
     out = log.read_text()
     assert waiting in out and "Successfully finished" in out
     assert done and {p: p.stat().st_mtime_ns for p in done} == done  # found done, not redone
+
+
+def test_decoding_checks_the_window_first_and_says_when_it_uses_the_stage_1_model(demo_codec_recipe, tmp_path):
+    """An untrained --window is refused before any decoding job starts (no job tracebacks, no
+    decode dir); without a stage-2 model the stages from 7 on say they use stage 1's."""
+    import shutil
+
+    recipe = Path(shutil.copytree(demo_codec_recipe, tmp_path / "codec1", symlinks=True))
+    exp2 = recipe / "exp/codec_train_almtok_debug_stage2"
+    shutil.move(exp2, tmp_path / "stage2_elsewhere")
+    bad = run_recipe(recipe, "--stage", "7", "--stop_stage", "7", "--window", "16", check=False)
+    assert bad.returncode != 0, bad.stdout[-1000:]
+    assert "WARNING: no stage-2 model (exp/codec_train_almtok_debug_stage2): the stages from 7 on use stage 1's" \
+        in bad.stdout
+    assert "ERROR: --window 16 was not trained: exp/codec_train_almtok_debug_stage1/config.yaml has windows " \
+           "[2, 3" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (recipe / "exp/codec_train_almtok_debug_stage1/decode_w16").exists()

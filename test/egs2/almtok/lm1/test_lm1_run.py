@@ -60,6 +60,10 @@ def test_demo_lm_recipe_end_to_end(demo_codec_recipe):
     assert again.stdout.count("is complete; skipping") == 3
     bad = run_recipe(recipe, "--codec_model", "../codec1/exp/nothing", check=False)
     assert bad.returncode != 0 and "run ../codec1/run.sh first" in bad.stderr
+    # decoding before training: one line naming the stage, no job tracebacks
+    untrained = run_recipe(recipe, "--stage", "5", "--stop_stage", "5", "--tag", "untrained", check=False)
+    assert untrained.returncode != 0 and "no LM in exp/lm_untrained (no config.yaml); run the training stage (4) first" \
+        in untrained.stderr and "Traceback" not in untrained.stderr + untrained.stdout
 
 
 @pytest.mark.slow
