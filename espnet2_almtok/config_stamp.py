@@ -20,13 +20,13 @@ the sha256 of each member recorded in its ``meta.yaml`` covers it.
 To use an edited config on purpose, delete ``config.digest.yaml`` (the message says so).
 """
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Optional, Union
 
 import yaml
+
+from espnet2_almtok.fileio import atomic_write_text, text_sha256
 
 STAMP_NAME = "config.digest.yaml"
 
@@ -47,7 +47,7 @@ def _canonical(value):
 
 def _value_digest(value) -> str:
     """sha256 of a parsed YAML value (a canonical JSON text: key order and formatting do not count)."""
-    return hashlib.sha256(json.dumps(_canonical(value), sort_keys=True, default=repr).encode()).hexdigest()
+    return text_sha256(json.dumps(_canonical(value), sort_keys=True, default=repr))
 
 
 def _parse(text: str) -> dict:
@@ -57,7 +57,7 @@ def _parse(text: str) -> dict:
 
 def config_stamp(text: str) -> dict:
     """The stamp of a config's text: ``{"file": sha256, "keys": {key: sha256}}``."""
-    return {"file": hashlib.sha256(text.encode()).hexdigest(),
+    return {"file": text_sha256(text),
             "keys": {str(k): _value_digest(v) for k, v in _parse(text).items()}}
 
 
@@ -65,11 +65,9 @@ def write_config_stamp(config: Union[str, Path]) -> Path:
     """Write the stamp of ``config`` (a training's ``config.yaml``) beside it, atomically."""
     config = Path(config)
     out = stamp_path(config)
-    header = ("# written by almtok when this training started: the sha256 of config.yaml and of each of its\n"
-              "# keys. Loading refuses a config.yaml that disagrees; delete this file to load an edited one.\n")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    tmp.write_text(header + yaml.safe_dump(config_stamp(config.read_text()), sort_keys=False))
-    os.replace(tmp, out)
+    header = ("# written by almtok's training: the sha256 of config.yaml and of each of its keys.\n"
+              "# Loading refuses a config.yaml that disagrees; delete this file to load an edited one.\n")
+    atomic_write_text(out, header + yaml.safe_dump(config_stamp(config.read_text()), sort_keys=False))
     return out
 
 
@@ -85,7 +83,7 @@ def config_stamp_problem(config: Union[str, Path]) -> Optional[str]:
     except (yaml.YAMLError, UnicodeDecodeError, TypeError, KeyError, ValueError):
         return f"its stamp {stamp_file} is unreadable (not the file almtok writes)"
     text = config.read_text()
-    if hashlib.sha256(text.encode()).hexdigest() == recorded_file:
+    if text_sha256(text) == recorded_file:
         return None
     try:
         now = config_stamp(text)["keys"]
