@@ -14,7 +14,6 @@ import torch
 import torchaudio
 
 
-
 class AudioError(ValueError):
     """Bad audio input; the message names the input and the fix."""
 

@@ -430,15 +430,13 @@ if run_stage 7 && [ "${skip_eval}" = false ]; then
     ${python} - "${final_exp}/config.yaml" "${window}" <<'PY' || exit 1
 import sys
 
-from espnet2_almtok.api import _read_config
-from espnet2_almtok.recipe.check_stage2 import generator_defaults
+from espnet2_almtok import ALMTokenizer
 
 config, window = sys.argv[1], int(sys.argv[2])
 try:
-    conf = _read_config(config)
+    windows = ALMTokenizer.from_config(config, use_priors=False).windows  # the config's checks, the model's windows
 except (OSError, ValueError) as e:
     sys.exit(f"ERROR: {e}")
-windows = (conf.get("codec_conf") or {}).get("generator_params", {}).get("windows") or generator_defaults()["windows"]
 if window not in windows:
     sys.exit(f"ERROR: --window {window} was not trained: {config} has windows {list(windows)}; choose one of them")
 PY
